@@ -1,0 +1,96 @@
+"""Hypothesis strategies and builders shared by the tests: tiny configs, paired HF/zoo_ref models, inputs."""
+import torch
+import transformers
+from hypothesis import strategies as st
+
+from zoo_ref.qwen3_vl import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+from zoo_ref.qwen3_vl.tiny import randomize_, tiny_config_dict
+
+TRANSFORMERS_5 = int(transformers.__version__.split(".")[0]) >= 5
+TEXT_IDS = (7, 100)  # ids of ordinary characters in the tiny vocab (specials are 0..6)
+
+
+@st.composite
+def qwen3_vl_configs(draw):
+    head_dim = draw(st.sampled_from([8, 16, 32]))
+    half = head_dim // 2
+    h = draw(st.integers(0, half // 2))
+    w = draw(st.integers(0, half // 2))
+    kv = draw(st.sampled_from([1, 2]))
+    v_heads = draw(st.sampled_from([1, 2]))
+    v_head_dim = draw(st.sampled_from([8, 16]))
+    v_depth = draw(st.integers(1, 3))
+    layers = draw(st.integers(1, 3))
+    n_deep = draw(st.integers(0, min(layers, v_depth)))
+    deepstack = sorted(draw(st.lists(st.integers(0, v_depth - 1), min_size=n_deep, max_size=n_deep, unique=True)))
+    return tiny_config_dict(
+        hidden=draw(st.sampled_from([32, 64])), layers=layers, heads=kv * draw(st.sampled_from([1, 2, 4])),
+        kv_heads=kv, head_dim=head_dim, mrope_section=(half - h - w, h, w),
+        v_hidden=v_heads * v_head_dim, v_depth=v_depth, v_heads=v_heads, v_intermediate=48,
+        patch=draw(st.sampled_from([4, 8])), merge=draw(st.sampled_from([1, 2])),
+        temporal=draw(st.sampled_from([1, 2])), deepstack=deepstack, pos_side=draw(st.integers(2, 6)),
+        intermediate=96, tie=draw(st.booleans()), spelling=draw(st.sampled_from(["5.x", "4.57"])))
+
+
+def paired_models(config_dict, seed=0):
+    """(transformers model, zoo_ref model) with the same random weights, fp32, eval mode."""
+    hf_config = transformers.Qwen3VLConfig(**config_dict)
+    hf_config._attn_implementation = "eager"
+    hf_config.text_config._attn_implementation = "eager"
+    hf_config.vision_config._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    hf = randomize_(transformers.Qwen3VLForConditionalGeneration(hf_config), seed).eval()
+    ours = Qwen3VLForConditionalGeneration(Qwen3VLConfig.from_dict(config_dict)).eval()
+    ours.load_state_dict(hf.state_dict(), strict=True)
+    return hf, ours
+
+
+@st.composite
+def vl_inputs(draw, config_dict, batch=None, kinds=("text", "image", "images", "video", "mixed")):
+    """Random prompt(s) with placeholders + matching pixel tensors. Left-pads rows to one length."""
+    v = config_dict["vision_config"]
+    m, p, tp = v["spatial_merge_size"], v["patch_size"], v["temporal_patch_size"]
+    batch = batch or draw(st.sampled_from([1, 2]))
+    kind = draw(st.sampled_from(kinds))
+    rows, image_grids, video_grids = [], [], []
+    for _ in range(batch):
+        ids = draw(st.lists(st.integers(*TEXT_IDS), min_size=1, max_size=6))
+        n_img = {"text": 0, "image": 1, "images": draw(st.integers(2, 3)), "video": 0, "mixed": 1}[kind]
+        n_vid = 1 if kind in ("video", "mixed") else 0
+        for _ in range(n_img):
+            g = [1, m * draw(st.integers(1, 5)), m * draw(st.integers(1, 5))]
+            image_grids.append(g)
+            ids += [3] + [5] * (g[1] * g[2] // m ** 2) + [4] + draw(st.lists(st.integers(*TEXT_IDS), max_size=3))
+        for _ in range(n_vid):
+            g = [draw(st.integers(1, 3)), m * draw(st.integers(1, 3)), m * draw(st.integers(1, 4))]
+            video_grids.append(g)
+            for _ in range(g[0]):  # per temporal patch: timestamp text, start, pads, end
+                ids += [8, 9] + [3] + [6] * (g[1] * g[2] // m ** 2) + [4]
+        ids += draw(st.lists(st.integers(*TEXT_IDS), min_size=1, max_size=4))
+        rows.append(ids)
+    t = max(len(r) for r in rows)
+    input_ids = torch.tensor([[0] * (t - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (t - len(r)) + [1] * len(r) for r in rows])
+    seed = draw(st.integers(0, 2 ** 16))
+    g = torch.Generator().manual_seed(seed)
+    out = {"input_ids": input_ids, "attention_mask": mask}
+    for name, grids in (("image", image_grids), ("video", video_grids)):
+        if grids:
+            grid = torch.tensor(grids)
+            n = int(grid.prod(-1).sum())
+            out["pixel_values" if name == "image" else "pixel_values_videos"] = torch.randn(
+                n, 3 * tp * p * p, generator=g)
+            out[f"{name}_grid_thw"] = grid
+    return out
+
+
+def hf_logits(hf, inputs):
+    """transformers' logits, with its own get_rope_index for the M-RoPE positions."""
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    kw = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
+    mm = (ids == 5).int() + 2 * (ids == 6).int()
+    rope_kw = {"mm_token_type_ids": mm} if TRANSFORMERS_5 else {}
+    pos, _ = hf.model.get_rope_index(ids, image_grid_thw=kw.get("image_grid_thw"),
+                                     video_grid_thw=kw.get("video_grid_thw"), attention_mask=mask, **rope_kw)
+    with torch.no_grad():
+        return hf(input_ids=ids, attention_mask=mask, position_ids=pos, **kw, **rope_kw).logits

@@ -1,0 +1,1 @@
+"""zoo_ref: readable reference models (the correctness oracle). No optimizations live here."""

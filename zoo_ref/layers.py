@@ -1,0 +1,85 @@
+"""Building blocks shared by every reference model: norm, rotary embedding, attention.
+
+These functions are the oracle's math *and* the search patterns of `compile_passes`: the passes import
+them, trace them and replace what they find, so keep each one a plain function of tensors.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class RMSNorm(nn.Module):
+    """y = w * (x / rms(x)); the statistics are computed in fp32, the product in x's dtype."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x):
+        return self.weight * rms_normalize(x, self.eps)
+
+
+def rms_normalize(x, eps: float):
+    x32 = x.float()
+    return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+
+
+def rotate_half(x):
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rotary(q, k, cos, sin):
+    """Rotate q and k ("rotate_half" layout). The rotation runs in cos's dtype (fp32 cos = fp32 math).
+
+    q: [..., Hq, D], k: [..., Hk, D], cos/sin: [..., 1, D] broadcastable.
+    """
+    def rot(x):
+        xc = x.to(cos.dtype)
+        return (xc * cos + rotate_half(xc) * sin).to(x.dtype)
+
+    return rot(q), rot(k)
+
+
+def attention(q, k, v, mask, scale: float):
+    """Softmax attention with grouped KV heads.
+
+    q: [B, H, T, Dqk], k: [B, Hkv, S, Dqk], v: [B, Hkv, S, Dv], mask: bool [B, 1, T, S] (True = attend).
+    Softmax in fp32. A fully masked row (a padding query) attends uniformly instead of producing NaN.
+    """
+    n_rep = q.shape[1] // k.shape[1]
+    k = k.repeat_interleave(n_rep, dim=1)
+    v = v.repeat_interleave(n_rep, dim=1)
+    scores = torch.matmul(q, k.transpose(-1, -2)) * scale
+    scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+    return torch.matmul(probs, v)
+
+
+ACTIVATIONS = {
+    "silu": F.silu,
+    "gelu": F.gelu,
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),
+}
+
+
+def activation(name: str):
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unsupported activation {name!r}; supported: {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+def relative_error(a, b) -> float:
+    """||a - b|| / ||b|| in float64 (b is the reference)."""
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+def inv_freq(dim: int, theta: float):
+    return 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+
+
+__all__ = ["RMSNorm", "rms_normalize", "rotate_half", "apply_rotary", "attention", "activation", "inv_freq",
+           "relative_error"]

@@ -1,0 +1,18 @@
+"""Qwen3-VL reference (the correctness oracle): plain PyTorch, Hugging Face checkpoint keys."""
+from .config import ConfigError, Qwen3VLConfig, TextConfig, VisionConfig
+from .generate import generate, new_caches
+from .model import Qwen3VLForConditionalGeneration
+from .positions import mrope_positions
+from .processor import (build_inputs, chat_prompt, expand_placeholders, frame_timestamps, process_images,
+                        process_video, smart_resize)
+
+
+def load_tokenizer(path):
+    """The checkpoint directory's tokenizer (tokenizer.json / vocab files), through transformers."""
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(str(path))
+
+
+__all__ = ["ConfigError", "Qwen3VLConfig", "TextConfig", "VisionConfig", "Qwen3VLForConditionalGeneration",
+           "generate", "new_caches", "mrope_positions", "build_inputs", "chat_prompt", "expand_placeholders",
+           "frame_timestamps", "process_images", "process_video", "smart_resize", "load_tokenizer"]

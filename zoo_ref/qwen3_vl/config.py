@@ -1,0 +1,142 @@
+"""Qwen3-VL configuration, read from a Hugging Face config.json (transformers 4.57 and 5.x spellings)."""
+from dataclasses import asdict, dataclass, field
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _require(d: dict, keys, where: str):
+    missing = [k for k in keys if d.get(k) is None]
+    if missing:
+        raise ConfigError(f"{where} is missing required field(s): {', '.join(missing)}")
+
+
+@dataclass
+class VisionConfig:
+    depth: int
+    hidden_size: int
+    intermediate_size: int
+    num_heads: int
+    out_hidden_size: int
+    num_position_embeddings: int
+    deepstack_visual_indexes: list[int]
+    in_channels: int = 3
+    patch_size: int = 16
+    temporal_patch_size: int = 2
+    spatial_merge_size: int = 2
+    hidden_act: str = "gelu_pytorch_tanh"
+    rope_theta: float = 10000.0
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def patch_dim(self) -> int:  # width of one row of pixel_values
+        return self.in_channels * self.temporal_patch_size * self.patch_size ** 2
+
+
+@dataclass
+class TextConfig:
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    rope_theta: float
+    mrope_section: list[int]
+    rms_norm_eps: float = 1e-6
+    max_position_embeddings: int = 262144
+    attention_bias: bool = False
+    hidden_act: str = "silu"
+
+
+@dataclass
+class Qwen3VLConfig:
+    text: TextConfig
+    vision: VisionConfig
+    image_token_id: int = 151655
+    video_token_id: int = 151656
+    vision_start_token_id: int = 151652
+    vision_end_token_id: int = 151653
+    tie_word_embeddings: bool = True
+    eos_token_id: list[int] = field(default_factory=lambda: [151645])
+    pad_token_id: int | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Qwen3VLConfig":
+        if d.get("model_type") != "qwen3_vl":
+            raise ConfigError(f"expected model_type 'qwen3_vl', got {d.get('model_type')!r}")
+        _require(d, ["text_config", "vision_config"], "Qwen3-VL config")
+        t, v = d["text_config"], d["vision_config"]
+        _require(t, ["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                     "num_attention_heads"], "text_config")
+        _require(v, ["depth", "hidden_size", "intermediate_size", "num_heads", "out_hidden_size",
+                     "num_position_embeddings"], "vision_config")
+        # 4.57: rope_theta + rope_scaling; 5.x: rope_parameters holding both.
+        rope = dict(t.get("rope_parameters") or t.get("rope_scaling") or {})
+        theta = rope.get("rope_theta", t.get("rope_theta"))
+        if theta is None:
+            raise ConfigError("text_config is missing required field: rope_theta (or rope_parameters.rope_theta)")
+        if rope.get("rope_type", rope.get("type", "default")) != "default":
+            raise ConfigError(f"unsupported text rope_type {rope.get('rope_type')!r} (only 'default' M-RoPE)")
+        if rope.get("mrope_interleaved", True) is not True:
+            raise ConfigError("unsupported config: mrope_interleaved=false (Qwen3-VL uses interleaved M-RoPE)")
+        head_dim = t.get("head_dim") or t["hidden_size"] // t["num_attention_heads"]
+        section = list(rope.get("mrope_section", [24, 20, 20]))
+        if len(section) != 3 or sum(section) != head_dim // 2:
+            raise ConfigError(f"mrope_section {section} must have 3 entries summing to head_dim/2 = {head_dim // 2}")
+        text = TextConfig(
+            vocab_size=t["vocab_size"], hidden_size=t["hidden_size"], intermediate_size=t["intermediate_size"],
+            num_hidden_layers=t["num_hidden_layers"], num_attention_heads=t["num_attention_heads"],
+            num_key_value_heads=t.get("num_key_value_heads") or t["num_attention_heads"], head_dim=head_dim,
+            rope_theta=float(theta), mrope_section=section, rms_norm_eps=t.get("rms_norm_eps", 1e-6),
+            max_position_embeddings=t.get("max_position_embeddings", 262144),
+            attention_bias=t.get("attention_bias", False), hidden_act=t.get("hidden_act", "silu"))
+        vrope = v.get("rope_parameters") or {}
+        vision = VisionConfig(
+            depth=v["depth"], hidden_size=v["hidden_size"], intermediate_size=v["intermediate_size"],
+            num_heads=v["num_heads"], out_hidden_size=v["out_hidden_size"],
+            num_position_embeddings=v["num_position_embeddings"],
+            deepstack_visual_indexes=list(v.get("deepstack_visual_indexes", [])),
+            in_channels=v.get("in_channels", 3), patch_size=v.get("patch_size", 16),
+            temporal_patch_size=v.get("temporal_patch_size", 2), spatial_merge_size=v.get("spatial_merge_size", 2),
+            hidden_act=v.get("hidden_act", "gelu_pytorch_tanh"), rope_theta=float(vrope.get("rope_theta", 10000.0)))
+        side = int(round(vision.num_position_embeddings ** 0.5))
+        if side * side != vision.num_position_embeddings:
+            raise ConfigError(f"num_position_embeddings {vision.num_position_embeddings} is not a square grid")
+        if text.num_attention_heads % text.num_key_value_heads:
+            raise ConfigError("num_attention_heads must be a multiple of num_key_value_heads")
+        if any(not 0 <= i < vision.depth for i in vision.deepstack_visual_indexes):
+            raise ConfigError(f"deepstack_visual_indexes {vision.deepstack_visual_indexes} out of range for depth "
+                              f"{vision.depth}")
+        if len(vision.deepstack_visual_indexes) > text.num_hidden_layers:
+            raise ConfigError("more deepstack levels than text decoder layers")
+        eos = t.get("eos_token_id", d.get("eos_token_id", 151645))
+        tie = d.get("tie_word_embeddings", t.get("tie_word_embeddings", True))
+        return cls(text=text, vision=vision,
+                   image_token_id=d.get("image_token_id", 151655), video_token_id=d.get("video_token_id", 151656),
+                   vision_start_token_id=d.get("vision_start_token_id", 151652),
+                   vision_end_token_id=d.get("vision_end_token_id", 151653),
+                   tie_word_embeddings=bool(tie), eos_token_id=list(eos) if isinstance(eos, list) else [eos],
+                   pad_token_id=t.get("pad_token_id", d.get("pad_token_id")))
+
+    def to_dict(self) -> dict:
+        """A transformers-5.x-style config.json dict (also readable by 4.57 through rope_scaling)."""
+        t, v = asdict(self.text), asdict(self.vision)
+        rope = {"rope_type": "default", "rope_theta": t.pop("rope_theta"),
+                "mrope_section": t.pop("mrope_section"), "mrope_interleaved": True}
+        v.pop("rope_theta")
+        return {
+            "model_type": "qwen3_vl", "architectures": ["Qwen3VLForConditionalGeneration"],
+            "image_token_id": self.image_token_id, "video_token_id": self.video_token_id,
+            "vision_start_token_id": self.vision_start_token_id, "vision_end_token_id": self.vision_end_token_id,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "text_config": {**t, "model_type": "qwen3_vl_text", "rope_parameters": rope, "rope_scaling": rope,
+                            "rope_theta": rope["rope_theta"], "eos_token_id": self.eos_token_id,
+                            "pad_token_id": self.pad_token_id, "tie_word_embeddings": self.tie_word_embeddings},
+            "vision_config": {**v, "model_type": "qwen3_vl"},
+        }

@@ -1,0 +1,130 @@
+"""Qwen3VLForConditionalGeneration: vision encoder + text decoder + tied lm_head, HF state_dict keys."""
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from ..checkpoint import load_weights, read_config
+from .config import Qwen3VLConfig
+from .positions import mrope_positions
+from .text import TextModel
+from .vision import VisionModel
+
+
+class Qwen3VLModel(nn.Module):  # the "model." prefix of the checkpoint keys
+    def __init__(self, config: Qwen3VLConfig):
+        super().__init__()
+        self.visual = VisionModel(config.vision)
+        self.language_model = TextModel(config.text)
+
+
+def causal_mask(key_valid, query_slots):
+    """key_valid: bool [B, S]; query_slots: [T] cache slot of each query -> bool [B, 1, T, S]."""
+    s = key_valid.shape[1]
+    causal = torch.arange(s, device=key_valid.device)[None, :] <= query_slots[:, None]  # [T, S]
+    return key_valid[:, None, None, :] & causal[None, None]
+
+
+@contextmanager
+def _default_dtype(dtype):
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype or old)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
+class Qwen3VLForConditionalGeneration(nn.Module):
+    def __init__(self, config: Qwen3VLConfig):
+        super().__init__()
+        self.config = config
+        self.model = Qwen3VLModel(config)
+        self.lm_head = nn.Linear(config.text.hidden_size, config.text.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.language_model.embed_tokens.weight
+
+    # ---------------------------------------------------------------- inputs
+    def _check_visual(self, kind, pixels, grid, input_ids):
+        c, name = self.config.vision, ("pixel_values" if kind == "image" else "pixel_values_videos")
+        grid_name = f"{kind}_grid_thw"
+        if grid is None:
+            raise ValueError(f"{name} given without {grid_name}")
+        if grid.ndim != 2 or grid.shape[1] != 3:
+            raise ValueError(f"{grid_name} must be [num_{kind}s, 3] (t, h, w), got {tuple(grid.shape)}")
+        m = c.spatial_merge_size
+        for i, (t, h, w) in enumerate(grid.tolist()):
+            if t < 1 or h % m or w % m or h < m or w < m:
+                raise ValueError(f"{grid_name}[{i}] = ({t}, {h}, {w}): h and w must be positive multiples of "
+                                 f"spatial_merge_size {m} and t >= 1")
+        if pixels.ndim != 2 or pixels.shape[1] != c.patch_dim:
+            raise ValueError(f"{name} must be [num_patches, {c.patch_dim}] (channels * temporal_patch * patch^2), "
+                             f"got {tuple(pixels.shape)}")
+        n_patches = int(grid.prod(-1).sum())
+        if pixels.shape[0] != n_patches:
+            raise ValueError(f"{name} has {pixels.shape[0]} patches but {grid_name} describes {n_patches}")
+        token = self.config.image_token_id if kind == "image" else self.config.video_token_id
+        n_tokens, n_features = int((input_ids == token).sum()), n_patches // m ** 2
+        if n_tokens != n_features:
+            raise ValueError(f"{kind} token count mismatch: input_ids hold {n_tokens} {kind} placeholder tokens "
+                             f"but the {kind}s give {n_features} features")
+
+    def embed(self, input_ids, pixel_values=None, image_grid_thw=None, pixel_values_videos=None,
+              video_grid_thw=None):
+        """-> (embeddings [B, T, hidden], visual_mask [B, T] or None, deepstack per level [n_visual, hidden])."""
+        x = self.model.language_model.embed_tokens(input_ids)
+        visual_mask, deepstack = None, []
+        for kind, pixels, grid, token in (
+                ("image", pixel_values, image_grid_thw, self.config.image_token_id),
+                ("video", pixel_values_videos, video_grid_thw, self.config.video_token_id)):
+            if pixels is None:
+                if grid is not None:
+                    raise ValueError(f"{kind}_grid_thw given without pixel values")
+                continue
+            self._check_visual(kind, pixels, grid, input_ids)
+            feats, levels = self.model.visual(pixels, grid)
+            mask = input_ids == token
+            x = x.index_put((mask,), feats.to(x.dtype))
+            if visual_mask is None:
+                visual_mask, deepstack = mask, levels
+            else:  # images and videos both present: merge per level in sequence order
+                both = visual_mask | mask
+                merged = []
+                for old, new in zip(deepstack, levels):
+                    joint = new.new_zeros(int(both.sum()), new.shape[-1])
+                    joint[visual_mask[both]] = old
+                    joint[mask[both]] = new
+                    merged.append(joint)
+                visual_mask, deepstack = both, merged
+        return x, visual_mask, deepstack
+
+    # ---------------------------------------------------------------- forward
+    def decode_hidden(self, x, positions, mask, visual_mask=None, deepstack=(), caches=None, cache_pos=None):
+        return self.lm_head(self.model.language_model(x, positions, mask, visual_mask, deepstack, caches, cache_pos))
+
+    def forward(self, input_ids, pixel_values=None, image_grid_thw=None, pixel_values_videos=None,
+                video_grid_thw=None, attention_mask=None):
+        """Full-sequence logits [B, T, vocab]. attention_mask: [B, T] (1 = token, 0 = padding)."""
+        x, visual_mask, deepstack = self.embed(input_ids, pixel_values, image_grid_thw, pixel_values_videos,
+                                               video_grid_thw)
+        positions, _ = mrope_positions(input_ids, self.config, image_grid_thw, video_grid_thw, attention_mask)
+        b, t = input_ids.shape
+        valid = (torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None
+                 else attention_mask.bool())
+        mask = causal_mask(valid, torch.arange(t, device=input_ids.device))
+        return self.decode_hidden(x, positions, mask, visual_mask, deepstack)
+
+    # ---------------------------------------------------------------- loading
+    @classmethod
+    def from_pretrained(cls, path, dtype=None, device=None):
+        config = Qwen3VLConfig.from_dict(read_config(path))
+        with torch.device(device or "cpu"), _default_dtype(dtype):
+            model = cls(config)
+        optional = ("lm_head.weight",) if config.tie_word_embeddings else ()
+        load_weights(model, path, optional=optional)
+        return model.eval()
+
+    def generate(self, input_ids, **kwargs):
+        """Static-cache generation; see `zoo_ref.qwen3_vl.generate.generate` for the arguments."""
+        from .generate import generate
+        return generate(self, input_ids, **kwargs)
