@@ -27,13 +27,15 @@ def generate(model, input_ids, pixel_values=None, image_grid_thw=None, pixel_val
     return_logits=True also the logits [B, steps, vocab] each token was chosen from.
 
     eos_token_id: int or list (default: the config's); generation stops when every row has produced one.
+    The image/video placeholder ids are never chosen: they are input-only, and a generated one could not
+    be fed back (it would claim visual features that do not exist).
     """
     params = SamplingParams(do_sample, temperature, top_k, top_p, repetition_penalty)
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     eos = model.config.eos_token_id if eos_token_id is None else eos_token_id
     eos = torch.tensor([eos] if isinstance(eos, int) else list(eos), device=input_ids.device)
-    pad = pad_token_id if pad_token_id is not None else (model.config.pad_token_id or int(eos[0]))
+    pad = next((p for p in (pad_token_id, model.config.pad_token_id, *eos.tolist()) if p is not None), 0)
     generator = None
     if seed is not None:
         generator = torch.Generator(device=input_ids.device).manual_seed(seed)
@@ -61,8 +63,9 @@ def generate(model, input_ids, pixel_values=None, image_grid_thw=None, pixel_val
     seen.scatter_(1, input_ids.masked_fill(~valid, 0), valid)
     done = torch.zeros(b, dtype=torch.bool, device=input_ids.device)
     out, all_logits = [], []
+    placeholders = torch.tensor([model.config.image_token_id, model.config.video_token_id], device=input_ids.device)
     for step in range(max_new_tokens):
-        token = sample_next(logits, seen, params, generator)
+        token = sample_next(logits.index_fill(-1, placeholders, float("-inf")), seen, params, generator)
         token = torch.where(done, torch.full_like(token, pad), token)
         out.append(token)
         all_logits.append(logits)

@@ -35,10 +35,18 @@ def smart_resize(height, width, factor=PATCH * MERGE, min_pixels=IMAGE_MIN_PIXEL
     return h_bar, w_bar
 
 
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB, with any transparency composited onto white (as transformers 5.x does)."""
+    if "A" in image.getbands() or image.info.get("transparency") is not None:
+        image = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image).convert("RGB")
+    return image.convert("RGB")
+
+
 def _to_tensor(image: Image.Image, size):
     """RGB, BICUBIC resize to (h, w), scale to [0, 1], normalize -> [3, h, w] fp32."""
     h, w = size
-    image = image.convert("RGB").resize((w, h), resample=Image.Resampling.BICUBIC)
+    image = to_rgb(image).resize((w, h), resample=Image.Resampling.BICUBIC)
     x = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float()
     return (x * (1 / 255) - MEAN) / STD
 

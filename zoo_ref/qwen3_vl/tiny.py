@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
             "<|image_pad|>", "<|video_pad|>"]
 CHARS = sorted(set(string.printable) - set("\x0b\x0c\r"))
-TINY_VOCAB = len(SPECIALS) + len(CHARS)  # 107
+TINY_VOCAB = len(SPECIALS) + len(CHARS)  # 104
 
 
 def tiny_config_dict(vocab_size=TINY_VOCAB, hidden=64, layers=3, heads=4, kv_heads=2, head_dim=16,
