@@ -94,3 +94,36 @@ def hf_logits(hf, inputs):
                                      video_grid_thw=kw.get("video_grid_thw"), attention_mask=mask, **rope_kw)
     with torch.no_grad():
         return hf(input_ids=ids, attention_mask=mask, position_ids=pos, **kw, **rope_kw).logits
+
+
+# ---------------------------------------------------------------------------------------------- MLA
+@st.composite
+def mla_config_dicts(draw):
+    """A DeepSeek-V3 config.json dict at toy size: q_lora on/off, YaRN on/off, interleaved rope on/off."""
+    rope_dim = draw(st.sampled_from([4, 8, 16]))
+    d = {"model_type": "deepseek_v3", "hidden_size": draw(st.sampled_from([32, 48, 64])),
+         "num_attention_heads": draw(st.sampled_from([1, 2, 4])),
+         "q_lora_rank": draw(st.sampled_from([None, 16, 24])), "kv_lora_rank": draw(st.sampled_from([8, 16, 32])),
+         "qk_nope_head_dim": draw(st.sampled_from([8, 16])), "qk_rope_head_dim": rope_dim,
+         "v_head_dim": draw(st.sampled_from([8, 16, 24])), "rope_interleave": draw(st.booleans()),
+         "max_position_embeddings": 2048, "rope_theta": 10000.0}
+    d["num_key_value_heads"] = d["num_attention_heads"]
+    if draw(st.booleans()):
+        d["rope_scaling"] = {"type": "yarn", "factor": draw(st.sampled_from([4.0, 40.0])),
+                             "original_max_position_embeddings": 64, "beta_fast": 32, "beta_slow": 1,
+                             "mscale": draw(st.sampled_from([1.0, 0.707])), "mscale_all_dim": 1.0}
+    return d
+
+
+def hf_mla(config_dict, seed=0):
+    """(transformers DeepseekV3Attention, its rotary embedding, its config), random weights, fp32."""
+    from transformers.models.deepseek_v3 import modeling_deepseek_v3 as m
+    from zoo_ref.qwen3_vl.tiny import randomize_
+    kw = {k: v for k, v in config_dict.items() if k != "model_type"}
+    if TRANSFORMERS_5 and "rope_scaling" in kw:
+        kw["rope_parameters"] = {**kw.pop("rope_scaling"), "rope_theta": kw["rope_theta"]}
+        kw["rope_parameters"]["rope_type"] = kw["rope_parameters"].pop("type")
+    config = transformers.DeepseekV3Config(num_hidden_layers=1, **kw)
+    config._attn_implementation = "eager"
+    attn = randomize_(m.DeepseekV3Attention(config, layer_idx=0), seed).eval()
+    return attn, m.DeepseekV3RotaryEmbedding(config), config

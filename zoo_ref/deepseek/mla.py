@@ -1,0 +1,145 @@
+"""DeepSeek multi-head latent attention (MLA) over a static latent cache, naive and absorbed.
+
+Cache (absorbed form, shared by both modes): kv [B, S, kv_lora_rank] = kv_a_layernorm(latent) and
+pe [B, S, rope_dim] = the rotated rope key (one for all heads).
+- naive:  expand the cached latents with kv_b_proj to per-head k_nope / v, attend with qk dim 192, v dim 128.
+- absorb: fold W_UK into the query and W_UV into the output; attend over the 576-d latent (MQA, one kv head).
+"""
+import torch
+from torch import nn
+
+from ..layers import RMSNorm, apply_rotary, attention
+from .config import MLAConfig, rope_inv_freq, softmax_scale
+
+
+class MLACache(nn.Module):
+    """Static latent cache, allocated once: kv [B, max_len, kv_lora_rank], pe [B, max_len, rope_dim]."""
+
+    def __init__(self, batch, max_len, kv_lora_rank, rope_dim, dtype, device=None):
+        super().__init__()
+        self.register_buffer("kv", torch.zeros(batch, max_len, kv_lora_rank, dtype=dtype, device=device))
+        self.register_buffer("pe", torch.zeros(batch, max_len, rope_dim, dtype=dtype, device=device))
+
+    @property
+    def max_len(self) -> int:
+        return self.kv.shape[1]
+
+
+def deinterleave(x):
+    """DeepSeek's pairwise (x0, x1), (x2, x3) rope layout -> halves, so rotate_half applies (as HF does)."""
+    return torch.cat([x[..., 0::2], x[..., 1::2]], dim=-1)
+
+
+def latent_attention(q_lat, q_pe, kv, pe, mask, scale: float):
+    """Absorbed MLA attention: one shared kv head of width kv_rank + rope_dim; values = the latent itself.
+
+    q_lat: [B, T, H, C]; q_pe: [B, T, H, R]; kv: [B, S, C]; pe: [B, S, R]; mask: bool [B, 1, T, S].
+    Returns o_lat [B, T, H, C]. Softmax in fp32.
+    """
+    scores = torch.einsum("bthc,bsc->bhts", q_lat, kv) + torch.einsum("bthr,bsr->bhts", q_pe, pe)
+    scores = (scores * scale).masked_fill(~mask, torch.finfo(scores.dtype).min)
+    probs = torch.softmax(scores.float(), dim=-1).to(q_lat.dtype)
+    return torch.einsum("bhts,bsc->bthc", probs, kv)
+
+
+class MLA(nn.Module):
+    def __init__(self, config: MLAConfig):
+        super().__init__()
+        c = self.config = config
+        h = c.num_attention_heads
+        if c.q_lora_rank is None:
+            self.q_proj = nn.Linear(c.hidden_size, h * c.qk_head_dim, bias=False)
+        else:
+            self.q_a_proj = nn.Linear(c.hidden_size, c.q_lora_rank, bias=c.attention_bias)
+            self.q_a_layernorm = RMSNorm(c.q_lora_rank)
+            self.q_b_proj = nn.Linear(c.q_lora_rank, h * c.qk_head_dim, bias=False)
+        self.kv_a_proj_with_mqa = nn.Linear(c.hidden_size, c.kv_lora_rank + c.qk_rope_head_dim, bias=c.attention_bias)
+        self.kv_a_layernorm = RMSNorm(c.kv_lora_rank)
+        self.kv_b_proj = nn.Linear(c.kv_lora_rank, h * (c.qk_nope_head_dim + c.v_head_dim), bias=False)
+        self.o_proj = nn.Linear(h * c.v_head_dim, c.hidden_size, bias=c.attention_bias)
+        inv_freq, self.rope_attention_factor = rope_inv_freq(c)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.scale = softmax_scale(c)
+
+    def new_cache(self, batch, max_len, dtype=None, device=None) -> MLACache:
+        w = self.kv_b_proj.weight
+        return MLACache(batch, max_len, self.config.kv_lora_rank, self.config.qk_rope_head_dim,
+                        dtype or w.dtype, device or w.device)
+
+    # ------------------------------------------------------------------ pieces
+    def rope(self, positions, dtype):  # positions: [B, T] -> cos, sin [B, T, 1, R] in dtype
+        freqs = positions[..., None].float() * self.inv_freq
+        emb = torch.cat([freqs, freqs], dim=-1)[:, :, None, :]
+        f = self.rope_attention_factor
+        return (emb.cos() * f).to(dtype), (emb.sin() * f).to(dtype)
+
+    def project(self, x, positions):
+        """x: [B, T, dim] -> q_nope [B, T, H, N], q_pe [B, T, H, R] (rotated), latent [B, T, C], k_pe [B, T, R]."""
+        c, (b, t, _) = self.config, x.shape
+        q = self.q_proj(x) if c.q_lora_rank is None else self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x)))
+        q_nope, q_pe = q.view(b, t, -1, c.qk_head_dim).split([c.qk_nope_head_dim, c.qk_rope_head_dim], dim=-1)
+        latent, k_pe = self.kv_a_proj_with_mqa(x).split([c.kv_lora_rank, c.qk_rope_head_dim], dim=-1)
+        if c.rope_interleave:
+            q_pe, k_pe = deinterleave(q_pe), deinterleave(k_pe)
+        cos, sin = self.rope(positions, x.dtype)
+        q_pe, k_pe = apply_rotary(q_pe, k_pe[:, :, None, :], cos, sin)
+        return q_nope, q_pe, self.kv_a_layernorm(latent), k_pe[:, :, 0, :]
+
+    def _check(self, x, cache, start_pos, seq_lens):
+        c, (b, t) = self.config, x.shape[:2]
+        if x.ndim != 3 or x.shape[-1] != c.hidden_size:
+            raise ValueError(f"x must be [B, T, {c.hidden_size}], got {tuple(x.shape)}")
+        if cache.kv.shape[0] != b:
+            raise ValueError(f"cache holds {cache.kv.shape[0]} rows but x has batch {b}")
+        for name, v in (("start_pos", start_pos), ("seq_lens", seq_lens)):
+            if v.shape != (b,) or v.dtype != torch.long:
+                raise ValueError(f"{name} must be a LongTensor of shape [{b}], got {v.dtype} {tuple(v.shape)}")
+        if x.dtype != cache.kv.dtype or x.dtype != self.kv_b_proj.weight.dtype:
+            raise ValueError(f"dtype mismatch: x {x.dtype}, cache {cache.kv.dtype}, weights {self.kv_b_proj.weight.dtype}")
+        if not (x.device == cache.kv.device == start_pos.device == seq_lens.device == self.kv_b_proj.weight.device):
+            raise ValueError(f"device mismatch: x {x.device}, cache {cache.kv.device}, start_pos {start_pos.device}, "
+                             f"seq_lens {seq_lens.device}, weights {self.kv_b_proj.weight.device}")
+        if bool((seq_lens < 0).any() | (seq_lens > t).any() | (start_pos < 0).any()):
+            raise ValueError(f"need 0 <= seq_lens <= T = {t} and start_pos >= 0; got seq_lens {seq_lens.tolist()}, "
+                             f"start_pos {start_pos.tolist()}")
+        end = start_pos + seq_lens
+        if bool((end > cache.max_len).any()):
+            raise ValueError(f"cache overflow: start_pos + seq_lens = {end.tolist()} exceeds max_len {cache.max_len}")
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x, cache: MLACache, start_pos, seq_lens=None, mode="absorb"):
+        """x: [B, T, dim] padded batch; start_pos [B]: tokens already cached per row; seq_lens [B]: valid new
+        tokens per row (default T). Token t of row b sits at position start_pos[b] + t and attends to cache
+        slots 0 .. start_pos[b] + t. Returns y [B, T, dim]; padding tokens give zeros and write nothing."""
+        if mode not in ("absorb", "naive"):
+            raise ValueError(f"mode must be 'absorb' or 'naive', got {mode!r}")
+        c, (b, t, _) = self.config, x.shape
+        seq_lens = torch.full((b,), t, dtype=torch.long, device=x.device) if seq_lens is None else seq_lens
+        self._check(x, cache, start_pos, seq_lens)
+        positions = start_pos[:, None] + torch.arange(t, device=x.device)  # [B, T]
+        valid = torch.arange(t, device=x.device)[None, :] < seq_lens[:, None]  # [B, T]
+        q_nope, q_pe, latent, k_pe = self.project(x, positions)
+
+        rows = torch.arange(b, device=x.device)[:, None].expand(b, t)
+        cache.kv[rows[valid], positions[valid]] = latent[valid]
+        cache.pe[rows[valid], positions[valid]] = k_pe[valid]
+
+        kv_len = max(int((start_pos + seq_lens).max()), 1)  # only slots some query can see
+        kv, pe = cache.kv[:, :kv_len], cache.pe[:, :kv_len]
+        mask = torch.arange(kv_len, device=x.device)[None, None, :] <= positions[:, :, None]  # [B, T, S]
+        mask = (mask & valid[:, :, None])[:, None]  # [B, 1, T, S]
+
+        wkv_b = self.kv_b_proj.weight.view(c.num_attention_heads, c.qk_nope_head_dim + c.v_head_dim, c.kv_lora_rank)
+        if mode == "naive":
+            k_nope, v = self.kv_b_proj(kv).view(b, kv_len, -1, c.qk_nope_head_dim + c.v_head_dim).split(
+                [c.qk_nope_head_dim, c.v_head_dim], dim=-1)  # [B, S, H, N], [B, S, H, V]
+            k = torch.cat([k_nope, pe[:, :, None, :].expand(-1, -1, c.num_attention_heads, -1)], dim=-1)
+            q = torch.cat([q_nope, q_pe], dim=-1)  # [B, T, H, N + R]
+            out = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask, self.scale)
+            out = out.transpose(1, 2)  # [B, T, H, V]
+        else:
+            q_lat = torch.einsum("bthn,hnc->bthc", q_nope, wkv_b[:, :c.qk_nope_head_dim])  # W_UK absorbed
+            o_lat = latent_attention(q_lat, q_pe, kv, pe, mask, self.scale)  # [B, T, H, C]
+            out = torch.einsum("bthc,hvc->bthv", o_lat, wkv_b[:, c.qk_nope_head_dim:])  # W_UV absorbed
+        y = self.o_proj(out.reshape(b, t, -1))
+        return y * valid[:, :, None].to(y.dtype)
