@@ -118,12 +118,9 @@ def mla_config_dicts(draw):
 def hf_mla(config_dict, seed=0):
     """(transformers DeepseekV3Attention, its rotary embedding, its config), random weights, fp32."""
     from transformers.models.deepseek_v3 import modeling_deepseek_v3 as m
+
+    from bench.mla_peer import hf_deepseek_config
     from zoo_ref.qwen3_vl.tiny import randomize_
-    kw = {k: v for k, v in config_dict.items() if k != "model_type"}
-    if TRANSFORMERS_5 and "rope_scaling" in kw:
-        kw["rope_parameters"] = {**kw.pop("rope_scaling"), "rope_theta": kw["rope_theta"]}
-        kw["rope_parameters"]["rope_type"] = kw["rope_parameters"].pop("type")
-    config = transformers.DeepseekV3Config(num_hidden_layers=1, **kw)
-    config._attn_implementation = "eager"
+    config = hf_deepseek_config(config_dict)
     attn = randomize_(m.DeepseekV3Attention(config, layer_idx=0), seed).eval()
     return attn, m.DeepseekV3RotaryEmbedding(config), config
