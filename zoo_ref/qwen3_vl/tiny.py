@@ -41,7 +41,7 @@ def randomize_(model: torch.nn.Module, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            r = torch.randn(p.shape, generator=g, dtype=torch.float32)
+            r = torch.randn(p.shape, generator=g, dtype=torch.float32, device="cpu")
             if p.ndim == 1:
                 is_norm_weight = "norm" in name and name.endswith("weight")
                 p.copy_(1 + 0.2 * r if is_norm_weight else 0.1 * r)
