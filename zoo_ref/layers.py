@@ -48,9 +48,11 @@ def attention(q, k, v, mask, scale: float):
     q: [B, H, T, Dqk], k: [B, Hkv, S, Dqk], v: [B, Hkv, S, Dv], mask: bool [B, 1, T, S] (True = attend).
     Softmax in fp32. A fully masked row (a padding query) attends uniformly instead of producing NaN.
     """
-    n_rep = q.shape[1] // k.shape[1]
-    k = k.repeat_interleave(n_rep, dim=1)
-    v = v.repeat_interleave(n_rep, dim=1)
+    b, hkv, s, _ = k.shape
+    n_rep = q.shape[1] // hkv
+    if n_rep > 1:  # kv head j serves query heads j * n_rep ... (j + 1) * n_rep - 1
+        k = k[:, :, None].expand(b, hkv, n_rep, s, k.shape[-1]).reshape(b, hkv * n_rep, s, k.shape[-1])
+        v = v[:, :, None].expand(b, hkv, n_rep, s, v.shape[-1]).reshape(b, hkv * n_rep, s, v.shape[-1])
     scores = torch.matmul(q, k.transpose(-1, -2)) * scale
     scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
     probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)

@@ -50,12 +50,10 @@ def generate(model, input_ids, pixel_values=None, image_grid_thw=None, pixel_val
     key_valid[:, :t] = valid
     caches = new_caches(model, b, max_len)
 
-    x, visual_mask, deepstack = model.embed(input_ids, pixel_values, image_grid_thw, pixel_values_videos,
-                                            video_grid_thw)
+    x, deepstack = model.embed(input_ids, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw)
     positions, deltas = mrope_positions(input_ids, model.config, image_grid_thw, video_grid_thw, valid)
     slots = torch.arange(t, device=input_ids.device)
-    logits = model.decode_hidden(x, positions, causal_mask(key_valid, slots), visual_mask, deepstack, caches,
-                                 slots)[:, -1]
+    logits = model.decode_hidden(x, positions, causal_mask(key_valid, slots), deepstack, caches, slots)[:, -1]
     next_pos = valid.sum(-1) + deltas  # [B]: the position of each row's next token
 
     vocab = logits.shape[-1]

@@ -71,7 +71,7 @@ class Qwen3VLForConditionalGeneration(nn.Module):
 
     def embed(self, input_ids, pixel_values=None, image_grid_thw=None, pixel_values_videos=None,
               video_grid_thw=None):
-        """-> (embeddings [B, T, hidden], visual_mask [B, T] or None, deepstack per level [n_visual, hidden])."""
+        """-> (embeddings [B, T, hidden], deepstack per level [B, T, hidden], zero outside visual positions)."""
         x = self.model.language_model.embed_tokens(input_ids)
         visual_mask, deepstack = None, []
         for kind, pixels, grid, token in (
@@ -96,23 +96,24 @@ class Qwen3VLForConditionalGeneration(nn.Module):
                     joint[mask[both]] = new
                     merged.append(joint)
                 visual_mask, deepstack = both, merged
-        return x, visual_mask, deepstack
+        if visual_mask is not None:  # scatter each level to the sequence layout
+            deepstack = [torch.zeros_like(x).index_put((visual_mask,), level.to(x.dtype)) for level in deepstack]
+        return x, deepstack
 
     # ---------------------------------------------------------------- forward
-    def decode_hidden(self, x, positions, mask, visual_mask=None, deepstack=(), caches=None, cache_pos=None):
-        return self.lm_head(self.model.language_model(x, positions, mask, visual_mask, deepstack, caches, cache_pos))
+    def decode_hidden(self, x, positions, mask, deepstack=(), caches=None, cache_pos=None):
+        return self.lm_head(self.model.language_model(x, positions, mask, deepstack, caches, cache_pos))
 
     def forward(self, input_ids, pixel_values=None, image_grid_thw=None, pixel_values_videos=None,
                 video_grid_thw=None, attention_mask=None):
         """Full-sequence logits [B, T, vocab]. attention_mask: [B, T] (1 = token, 0 = padding)."""
-        x, visual_mask, deepstack = self.embed(input_ids, pixel_values, image_grid_thw, pixel_values_videos,
-                                               video_grid_thw)
+        x, deepstack = self.embed(input_ids, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw)
         positions, _ = mrope_positions(input_ids, self.config, image_grid_thw, video_grid_thw, attention_mask)
         b, t = input_ids.shape
         valid = (torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None
                  else attention_mask.bool())
         mask = causal_mask(valid, torch.arange(t, device=input_ids.device))
-        return self.decode_hidden(x, positions, mask, visual_mask, deepstack)
+        return self.decode_hidden(x, positions, mask, deepstack)
 
     # ---------------------------------------------------------------- loading
     @classmethod

@@ -95,12 +95,12 @@ class TextModel(nn.Module):
         self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
         self.register_buffer("inv_freq", inv_freq(c.head_dim, c.rope_theta), persistent=False)
 
-    def forward(self, x, positions, mask, visual_mask=None, deepstack=(), caches=None, cache_pos=None):
-        """x: [B, T, hidden] embeddings; positions: [3, B, T]; visual_mask: bool [B, T];
-        deepstack: per level [n_visual, hidden], added at visual positions after layers 0, 1, ...."""
+    def forward(self, x, positions, mask, deepstack=(), caches=None, cache_pos=None):
+        """x: [B, T, hidden] embeddings; positions: [3, B, T]; mask: bool [B, 1, T, S];
+        deepstack: per level [B, T, hidden], zero outside visual positions, added after layers 0, 1, ...."""
         cos, sin = mrope_cos_sin(positions, self.inv_freq, self.c.mrope_section, x.dtype)
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, mask, None if caches is None else caches[i], cache_pos)
             if i < len(deepstack):
-                x = x.index_put((visual_mask,), deepstack[i].to(x.dtype), accumulate=True)
+                x = x + deepstack[i]
         return self.norm(x)
