@@ -30,16 +30,15 @@ def rotate_half(x):
     return torch.cat((-x2, x1), dim=-1)
 
 
+def rotate(x, cos, sin):
+    """RoPE ("rotate_half" layout) in cos's dtype (fp32 cos = fp32 math). x: [..., H, D], cos/sin: [..., 1, D]."""
+    xc = x.to(cos.dtype)
+    return (xc * cos + rotate_half(xc) * sin).to(x.dtype)
+
+
 def apply_rotary(q, k, cos, sin):
-    """Rotate q and k ("rotate_half" layout). The rotation runs in cos's dtype (fp32 cos = fp32 math).
-
-    q: [..., Hq, D], k: [..., Hk, D], cos/sin: [..., 1, D] broadcastable.
-    """
-    def rot(x):
-        xc = x.to(cos.dtype)
-        return (xc * cos + rotate_half(xc) * sin).to(x.dtype)
-
-    return rot(q), rot(k)
+    """Rotate queries and keys by the same angles."""
+    return rotate(q, cos, sin), rotate(k, cos, sin)
 
 
 def attention(q, k, v, mask, scale: float):
@@ -83,5 +82,5 @@ def inv_freq(dim: int, theta: float):
     return 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
 
 
-__all__ = ["RMSNorm", "rms_normalize", "rotate_half", "apply_rotary", "attention", "activation", "inv_freq",
+__all__ = ["RMSNorm", "rms_normalize", "rotate_half", "rotate", "apply_rotary", "attention", "activation", "inv_freq",
            "relative_error"]

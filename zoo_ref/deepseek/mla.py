@@ -113,33 +113,50 @@ class MLA(nn.Module):
         slots 0 .. start_pos[b] + t. Returns y [B, T, dim]; padding tokens give zeros and write nothing."""
         if mode not in ("absorb", "naive"):
             raise ValueError(f"mode must be 'absorb' or 'naive', got {mode!r}")
-        c, (b, t, _) = self.config, x.shape
+        b, t, _ = x.shape
         seq_lens = torch.full((b,), t, dtype=torch.long, device=x.device) if seq_lens is None else seq_lens
         self._check(x, cache, start_pos, seq_lens)
         positions = start_pos[:, None] + torch.arange(t, device=x.device)  # [B, T]
         valid = torch.arange(t, device=x.device)[None, :] < seq_lens[:, None]  # [B, T]
         q_nope, q_pe, latent, k_pe = self.project(x, positions)
 
-        rows = torch.arange(b, device=x.device)[:, None].expand(b, t)
-        cache.kv[rows[valid], positions[valid]] = latent[valid]
-        cache.pe[rows[valid], positions[valid]] = k_pe[valid]
-
+        write_cache(cache, latent, k_pe, positions, valid)
         kv_len = max(int((start_pos + seq_lens).max()), 1)  # only slots some query can see
         kv, pe = cache.kv[:, :kv_len], cache.pe[:, :kv_len]
-        mask = torch.arange(kv_len, device=x.device)[None, None, :] <= positions[:, :, None]  # [B, T, S]
-        mask = (mask & valid[:, :, None])[:, None]  # [B, 1, T, S]
+        out = self.attend(q_nope, q_pe, kv, pe, attention_mask(positions, valid, kv_len), mode)
+        return self.output(out, valid)
 
+    def attend(self, q_nope, q_pe, kv, pe, mask, mode):
+        """q_nope [B, T, H, N], q_pe [B, T, H, R]; kv [B, S, C], pe [B, S, R]; mask [B, 1, T, S] -> [B, T, H, V]."""
+        c = self.config
+        b, s = kv.shape[:2]
         wkv_b = self.kv_b_proj.weight.view(c.num_attention_heads, c.qk_nope_head_dim + c.v_head_dim, c.kv_lora_rank)
         if mode == "naive":
-            k_nope, v = self.kv_b_proj(kv).view(b, kv_len, -1, c.qk_nope_head_dim + c.v_head_dim).split(
+            k_nope, v = self.kv_b_proj(kv).view(b, s, -1, c.qk_nope_head_dim + c.v_head_dim).split(
                 [c.qk_nope_head_dim, c.v_head_dim], dim=-1)  # [B, S, H, N], [B, S, H, V]
             k = torch.cat([k_nope, pe[:, :, None, :].expand(-1, -1, c.num_attention_heads, -1)], dim=-1)
             q = torch.cat([q_nope, q_pe], dim=-1)  # [B, T, H, N + R]
             out = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask, self.scale)
-            out = out.transpose(1, 2)  # [B, T, H, V]
-        else:
-            q_lat = torch.einsum("bthn,hnc->bthc", q_nope, wkv_b[:, :c.qk_nope_head_dim])  # W_UK absorbed
-            o_lat = latent_attention(q_lat, q_pe, kv, pe, mask, self.scale)  # [B, T, H, C]
-            out = torch.einsum("bthc,hvc->bthv", o_lat, wkv_b[:, c.qk_nope_head_dim:])  # W_UV absorbed
-        y = self.o_proj(out.reshape(b, t, -1))
+            return out.transpose(1, 2)
+        q_lat = torch.einsum("bthn,hnc->bthc", q_nope, wkv_b[:, :c.qk_nope_head_dim])  # W_UK absorbed
+        o_lat = latent_attention(q_lat, q_pe, kv, pe, mask, self.scale)  # [B, T, H, C]
+        return torch.einsum("bthc,hvc->bthv", o_lat, wkv_b[:, c.qk_nope_head_dim:])  # W_UV absorbed
+
+    def output(self, out, valid):
+        """o_proj; padding tokens give zeros. out: [B, T, H, V], valid: bool [B, T]."""
+        y = self.o_proj(out.reshape(*out.shape[:2], -1))
         return y * valid[:, :, None].to(y.dtype)
+
+
+def write_cache(cache: MLACache, latent, k_pe, positions, valid):
+    """cache slots positions[b, t] <- latent / k_pe for valid tokens only."""
+    b, t = valid.shape
+    rows = torch.arange(b, device=valid.device)[:, None].expand(b, t)
+    cache.kv[rows[valid], positions[valid]] = latent[valid]
+    cache.pe[rows[valid], positions[valid]] = k_pe[valid]
+
+
+def attention_mask(positions, valid, kv_len):
+    """Token at position p sees cache slots 0..p; padding tokens see nothing. -> bool [B, 1, T, kv_len]."""
+    mask = torch.arange(kv_len, device=positions.device)[None, None, :] <= positions[:, :, None]
+    return (mask & valid[:, :, None])[:, None]

@@ -124,31 +124,33 @@ class VisionModel(nn.Module):
         self.deepstack_merger_list = nn.ModuleList(
             PatchMerger(c, norm_after_shuffle=True) for _ in c.deepstack_visual_indexes)
 
-    def interpolated_positions(self, rows, cols, grid_thw):
-        """Bilinear (align-corners) resampling of the learned side x side table at each patch's (row, col)."""
+    def layout(self, grid_thw):
+        """Everything that depends only on the grids (index math): patch rows/cols, the 4 bilinear taps and
+        weights into the learned position table (align-corners resampling of side x side to each h x w),
+        and the per-frame attention mask."""
+        rows, cols = patch_coordinates(grid_thw, self.c.spatial_merge_size)
         hw = grid_thw[:, 1:].repeat_interleave(grid_thw.prod(-1), dim=0).float()  # [N, 2] (h, w) per patch
-        table = self.pos_embed.weight.view(self.side, self.side, -1)
 
-        def taps(coord, size):  # source coordinate linspace(0, side-1, size)[coord]
+        def axis(coord, size):  # source coordinate linspace(0, side-1, size)[coord] -> (lo, hi, frac)
             src = coord.float() * (self.side - 1) / (size - 1).clamp(min=1)
             lo = src.floor()
-            frac = src - lo
-            return lo.long(), (lo.long() + 1).clamp(max=self.side - 1), frac
+            return lo.long(), (lo.long() + 1).clamp(max=self.side - 1), src - lo
 
-        r0, r1, fr = taps(rows, hw[:, 0])
-        c0, c1, fc = taps(cols, hw[:, 1])
-        fr, fc = fr[:, None], fc[:, None]
-        pos = ((1 - fr) * (1 - fc) * table[r0, c0] + (1 - fr) * fc * table[r0, c1]
-               + fr * (1 - fc) * table[r1, c0] + fr * fc * table[r1, c1])
-        return pos
+        r0, r1, fr = axis(rows, hw[:, 0])
+        c0, c1, fc = axis(cols, hw[:, 1])
+        taps = torch.stack([r0 * self.side + c0, r0 * self.side + c1, r1 * self.side + c0, r1 * self.side + c1], 1)
+        weights = torch.stack([(1 - fr) * (1 - fc), (1 - fr) * fc, fr * (1 - fc), fr * fc], 1)  # [N, 4] fp32
+        return rows, cols, taps, weights, segment_mask(grid_thw)
 
     def forward(self, pixels, grid_thw):
         """pixels: [N, patch_dim]; grid_thw: [n, 3] -> (tokens [N/4, out], [deepstack_i [N/4, out]])."""
-        rows, cols = patch_coordinates(grid_thw, self.c.spatial_merge_size)
+        return self.encode(pixels, *self.layout(grid_thw))
+
+    def encode(self, pixels, rows, cols, taps, weights, mask):
         x = self.patch_embed(pixels)
-        x = x + self.interpolated_positions(rows, cols, grid_thw).to(x.dtype)
+        pos = (self.pos_embed(taps) * weights[:, :, None]).sum(1)  # bilinear mix of 4 table rows
+        x = x + pos.to(x.dtype)
         cos, sin = self.rotary_pos_emb(rows, cols)
-        mask = segment_mask(grid_thw)
         deepstack = []
         for i, block in enumerate(self.blocks):
             x = block(x, cos, sin, mask)

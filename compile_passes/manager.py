@@ -1,0 +1,72 @@
+"""The pass manager: one Inductor CustomGraphPass that runs zoo's passes in order and records what each did.
+
+Installed as `joint_custom_pre_pass` (it also runs for inference graphs, and there `aten.view` still
+matches; after `view_to_reshape` in the post-grad hooks it would not). `uuid()` hashes the pass files,
+the zoo_ref functions the patterns come from, the enabled passes and the registered layouts, so Inductor's
+FX graph cache can never serve a graph compiled with other passes.
+"""
+import hashlib
+from collections import Counter
+from pathlib import Path
+
+import torch
+from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
+
+from .attention import attention_replacements
+from .patterns import record_call_sites, site_of
+from .rope import pair_qk, rope_replacements
+
+PASSES = {"attention": attention_replacements, "rope": rope_replacements}
+_ROOT = Path(__file__).resolve().parents[1]
+_FILES = tuple(str(p) for p in [*sorted((_ROOT / "compile_passes").glob("*.py")), _ROOT / "zoo_ref/layers.py",
+                                _ROOT / "zoo_ref/deepseek/mla.py", _ROOT / "zoo/ops.py"])
+
+
+class ZooPassManager(CustomGraphPass):
+    def __init__(self, passes=("attention", "rope")):
+        unknown = set(passes) - set(PASSES)
+        if unknown:
+            raise ValueError(f"unknown pass(es) {sorted(unknown)}; available: {sorted(PASSES)}")
+        self.names = tuple(passes)
+        self.replacements = [r for name in self.names for r in PASSES[name]()]
+        self.log = []  # one entry per graph this manager ran on: {replacement name: count, ...}
+        self.sites = Counter()  # (replacement name, layer site) -> count
+
+    def record_call_sites(self):
+        """Context manager: run the model inside it once to register patterns for its call sites."""
+        return record_call_sites(self.replacements)
+
+    def __call__(self, graph: torch.fx.Graph) -> None:
+        counts = {}
+        for rep in self.replacements:
+            counts[rep.name] = rep.apply(graph)
+        if "rope" in self.names:
+            counts["rope"] = pair_qk(graph)  # q+k pairs fused into one in-place kernel
+            counts["rope_unpaired"] = sum(n.target is torch.ops.zoo.rotary.default for n in graph.nodes)
+        for node in graph.nodes:
+            kind = _kernel_kind(node)
+            if kind:
+                self.sites[(kind, site_of(node))] += 1
+        self.log.append(counts)
+
+    def uuid(self):
+        h = hashlib.sha256(get_hash_for_files(_FILES))
+        h.update("|".join(self.names).encode())
+        for rep in self.replacements:
+            h.update(repr(sorted(map(str, rep.keys))).encode())
+        return h.hexdigest()
+
+
+def _kernel_kind(node):
+    """Which pass put this node there (None for everything else)."""
+    if node.op != "call_function":
+        return None
+    if "scaled_dot_product" in str(node.target):  # SDPA as traced: flash / efficient / cpu variants
+        return "attention"
+    if node.target is torch.ops.zoo.mla_latent_attention.default:
+        return "attention_mla_latent"
+    if node.target is torch.ops.zoo.rotary.default:
+        return "rope_unpaired"
+    if "auto_functionalized" in str(node.target) and node.args and node.args[0] is torch.ops.zoo.rope_.default:
+        return "rope"
+    return None

@@ -1,0 +1,94 @@
+"""Search patterns traced from zoo_ref's own functions, registered per call-site layout.
+
+The same Python function traces to different aten graphs depending on its inputs' layouts (a transposed
+q adds a clone before the matmul; an n_rep of 1 drops the GQA expand; fp32 has no casts around softmax).
+So a pattern is registered with example inputs shaped and strided like the real call sites, which we learn
+by running the model once with zoo_ref's functions wrapped (`record_call_sites`). The math is never copied.
+"""
+import re
+import sys
+from contextlib import contextmanager
+
+import torch
+from torch._inductor.pattern_matcher import PatternMatcherPass, fwd_only, register_replacement
+
+
+_LAYER = re.compile(r"(layers|blocks)[.\[]'?(\d+)")
+
+
+def site_of(node) -> str:
+    """The layer a graph node belongs to ('layers.3', 'blocks.0'; '-' outside any), from its module stack."""
+    for path, _ in reversed(list((node.meta.get("nn_module_stack") or {}).values())):
+        m = _LAYER.search(str(path))
+        if m:
+            return f"{m.group(1)}.{m.group(2)}"
+    return "-"
+
+
+def _layout_key(x):
+    if not isinstance(x, torch.Tensor):
+        return type(x).__name__
+    # contiguity class, dtype and rank decide the traced graph; exact sizes do not (ints are wildcards)
+    dims = [i for i in range(x.dim()) if x.shape[i] != 1]
+    order = tuple(sorted(dims, key=lambda i: -x.stride(i)))
+    return (x.dtype, x.dim(), order, x.is_contiguous(), tuple(s == 1 for s in x.shape))
+
+
+def _example_like(x, magic):
+    if not isinstance(x, torch.Tensor):
+        return magic
+    y = torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device=x.device)
+    return y.copy_(torch.rand(x.shape, device=x.device) > 0.5) if x.dtype == torch.bool else y.normal_()
+
+
+class Replacement:
+    """A zoo_ref function (the oracle) and what replaces it; one PatternMatcherPass of its own."""
+
+    def __init__(self, name: str, target, search, replace, scalar_name=None, magic=0.2718281, extra_check=None):
+        self.name, self.target, self.search, self.replace = name, target, search, replace
+        self.extra_check = extra_check
+        self.scalar_name, self.magic = scalar_name, magic
+        self.matcher = PatternMatcherPass(pass_name=f"zoo_{name}")
+        self.keys = set()
+
+    def register_like(self, args):
+        """Register the pattern for the layouts of `args` (the arguments of one real call)."""
+        key = tuple(_layout_key(a) for a in args)
+        if key in self.keys:
+            return
+        self.keys.add(key)
+        examples = [_example_like(a, self.magic) for a in args]
+        workaround = {self.scalar_name: self.magic} if self.scalar_name else {}
+        with torch.no_grad():
+            register_replacement(self.search, self.replace, examples, fwd_only, self.matcher,
+                                 scalar_workaround=workaround,
+                                 **({"extra_check": self.extra_check} if self.extra_check else {}))
+
+    def apply(self, graph) -> int:
+        return self.matcher.apply(graph) if self.keys else 0
+
+
+@contextmanager
+def record_call_sites(replacements):
+    """Wrap the zoo_ref functions the replacements search for, wherever zoo_ref modules bound them, so that
+    running the model registers a pattern for every call-site layout."""
+    by_target = {r.target: r for r in replacements}
+    patched = []
+    for name, module in list(sys.modules.items()):
+        if not name.startswith("zoo_ref") or module is None:
+            continue
+        for attr, value in list(vars(module).items()):
+            rep = by_target.get(value) if callable(value) else None
+            if rep is None:
+                continue
+
+            def wrapper(*args, _rep=rep, _fn=value):
+                _rep.register_like(args)
+                return _fn(*args)
+            setattr(module, attr, wrapper)
+            patched.append((module, attr, value))
+    try:
+        yield
+    finally:
+        for module, attr, value in patched:
+            setattr(module, attr, value)

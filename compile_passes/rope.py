@@ -1,0 +1,59 @@
+"""RoPE pass: zoo_ref.layers.rotate (text M-RoPE, vision 2D, MLA YaRN all rotate through it) -> one in-place
+zoo::rope_ per layer that rotates q and k in a single kernel.
+
+Step 1 (pattern): each `rotate(x, cos, sin)` becomes the functional marker op zoo::rotary.
+Step 2 (pairing): the two zoo::rotary calls of one layer with the same cos/sin (its q and its k) become one
+zoo::rope_, written functionalized (auto_functionalized), as functionalization would have; Inductor's
+reinplacing turns it into a true in-place call on q and k where they live. A rotation with no partner stays
+a zoo::rotary (still one fused kernel, out of place).
+"""
+import operator
+from collections import defaultdict
+
+import torch
+from torch._higher_order_ops.auto_functionalize import auto_functionalized
+from torch._inductor.pattern_matcher import stable_topological_sort
+
+import zoo.ops  # noqa: F401
+from zoo_ref.layers import rotate
+
+from .patterns import Replacement, site_of
+
+
+def _search(x, cos, sin):
+    return rotate(x, cos, sin)
+
+
+def _replace(x, cos, sin):
+    return torch.ops.zoo.rotary(x, cos, sin)
+
+
+def rope_replacements():
+    return [Replacement("rope", rotate, _search, _replace)]
+
+
+def pair_qk(graph: torch.fx.Graph) -> int:
+    """Fuse each layer's q and k zoo::rotary calls into one zoo::rope_. Returns the number of fused pairs."""
+    groups = defaultdict(list)
+    for node in graph.nodes:
+        if node.op == "call_function" and node.target is torch.ops.zoo.rotary.default:
+            x, cos, sin = node.args
+            groups[(cos, sin, site_of(node))].append(node)
+    fused = 0
+    for (cos, sin, _), nodes in groups.items():
+        for q_node, k_node in zip(nodes[0::2], nodes[1::2]):
+            with graph.inserting_after(k_node):
+                call = graph.call_function(auto_functionalized, (torch.ops.zoo.rope_.default,),
+                                           {"q": q_node.args[0], "k": k_node.args[0], "cos": cos, "sin": sin})
+                call.meta.update({k: k_node.meta[k] for k in ("nn_module_stack", "stack_trace") if k in k_node.meta})
+                call.meta["val"] = (None, q_node.meta.get("val"), k_node.meta.get("val"))
+                q_out = graph.call_function(operator.getitem, (call, 1))
+                k_out = graph.call_function(operator.getitem, (call, 2))
+            for old, new in ((q_node, q_out), (k_node, k_out)):
+                new.meta.update({k: old.meta[k] for k in ("nn_module_stack", "stack_trace", "val") if k in old.meta})
+                old.replace_all_uses_with(new)
+                graph.erase_node(old)
+            fused += 1
+    if fused:
+        stable_topological_sort(graph)
+    return fused

@@ -1,0 +1,1 @@
+"""Triton kernels behind zoo's custom ops (imported lazily: CPU installs need no Triton)."""

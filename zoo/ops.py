@@ -1,0 +1,80 @@
+"""zoo's custom ops (torch.library): opaque to Inductor, plain torch on CPU, Triton on CUDA.
+
+The CPU bodies call zoo_ref's own math, so each op's meaning is the oracle's by construction; the Triton
+kernels in zoo/kernels are tested against these bodies (tests/zoo/test_kernels.py, TRITON_INTERPRET=1).
+"""
+import torch
+from torch import Tensor
+
+from zoo_ref.deepseek.mla import latent_attention
+from zoo_ref.layers import apply_rotary, rotate
+
+
+@torch.library.custom_op("zoo::rope_", mutates_args=("q", "k"))
+def rope_(q: Tensor, k: Tensor, cos: Tensor, sin: Tensor) -> None:
+    """Rotate q [..., Hq, D] and k [..., Hk, D] in place by cos/sin [..., 1, D] (rotate_half layout)."""
+    rq, rk = apply_rotary(q, k, cos, sin)
+    q.copy_(rq)
+    k.copy_(rk)
+
+
+@rope_.register_kernel("cuda")
+def _rope_cuda(q, k, cos, sin):
+    from .kernels.rope import rope_triton
+    rope_triton(q, k, cos, sin)
+
+
+@torch.library.custom_op("zoo::rotary", mutates_args=())
+def rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Out-of-place RoPE of one tensor: the RoPE pass's match, before it pairs q with k into zoo::rope_."""
+    return rotate(x, cos, sin)
+
+
+@rotary.register_fake
+def _(x, cos, sin):
+    return torch.empty_like(x)
+
+
+@rotary.register_kernel("cuda")
+def _rotary_cuda(x, cos, sin):
+    from .kernels.rope import rope_triton
+    out = x.clone()
+    rope_triton(out, None, cos, sin)
+    return out
+
+
+@torch.library.custom_op("zoo::mla_latent_attention", mutates_args=())
+def mla_latent_attention(q_lat: Tensor, q_pe: Tensor, kv: Tensor, pe: Tensor, mask: Tensor, scale: float) -> Tensor:
+    """Absorbed MLA attention (see zoo_ref.deepseek.latent_attention). Fully masked queries give zeros."""
+    out = latent_attention(q_lat, q_pe, kv, pe, mask, scale)
+    any_key = mask.any(-1).transpose(1, 2)[..., None]  # [B, T, 1, 1]
+    return out * any_key.to(out.dtype)
+
+
+@mla_latent_attention.register_fake
+def _(q_lat, q_pe, kv, pe, mask, scale):
+    return q_lat.new_empty(q_lat.shape)
+
+
+@mla_latent_attention.register_kernel("cuda")
+def _mla_latent_attention_cuda(q_lat, q_pe, kv, pe, mask, scale):
+    from .kernels.mla_decode import mla_decode_triton
+    return mla_decode_triton(q_lat, q_pe, kv, pe, mask, scale)
+
+
+@torch.library.custom_op("zoo::mla_cache_write_", mutates_args=("kv_cache", "pe_cache"))
+def mla_cache_write_(kv_cache: Tensor, pe_cache: Tensor, latent: Tensor, k_pe: Tensor, start_pos: Tensor,
+                     seq_lens: Tensor) -> None:
+    """kv_cache[b, start_pos[b] + t] = latent[b, t] for t < seq_lens[b] (pe likewise); nothing else changes."""
+    b, t = latent.shape[:2]
+    valid = torch.arange(t, device=latent.device)[None, :] < seq_lens[:, None]
+    rows = torch.arange(b, device=latent.device)[:, None].expand(b, t)
+    slots = start_pos[:, None] + torch.arange(t, device=latent.device)
+    kv_cache[rows[valid], slots[valid]] = latent[valid]
+    pe_cache[rows[valid], slots[valid]] = k_pe[valid]
+
+
+@mla_cache_write_.register_kernel("cuda")
+def _mla_cache_write_cuda(kv_cache, pe_cache, latent, k_pe, start_pos, seq_lens):
+    from .kernels.cache_write import cache_write_triton
+    cache_write_triton(kv_cache, pe_cache, latent, k_pe, start_pos, seq_lens)
