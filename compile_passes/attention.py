@@ -36,7 +36,26 @@ def _replace_latent(q_lat, q_pe, kv, pe, mask, scale):
     return torch.ops.zoo.mla_latent_attention(q_lat, q_pe, kv, pe, mask, scale)
 
 
+def _shape(match, name):
+    return match.kwargs[name].meta["val"].shape
+
+
+def _attention_shapes_ok(match) -> bool:
+    """q [B, H, T, D], k [B, Hkv, S, D], v [B, Hkv, S, Dv], mask [B', 1, T, S], H a multiple of Hkv."""
+    q, k, v, m = (_shape(match, n) for n in ("q", "k", "v", "mask"))
+    return (len(q) == len(k) == len(v) == len(m) == 4 and q[3] == k[3] and k[2] == v[2] and k[1] == v[1]
+            and q[1] % k[1] == 0 and m[-2] == q[2] and m[-1] == k[2])
+
+
+def _latent_shapes_ok(match) -> bool:
+    """q_lat [B, T, H, C], q_pe [B, T, H, R], kv [B, S, C], pe [B, S, R], mask [B, 1, T, S]."""
+    ql, qp, kv, pe, m = (_shape(match, n) for n in ("q_lat", "q_pe", "kv", "pe", "mask"))
+    return (len(ql) == len(qp) == 4 and len(kv) == len(pe) == 3 and ql[-1] == kv[-1] and qp[-1] == pe[-1]
+            and kv[1] == pe[1] and m[-1] == kv[1] and m[-2] == ql[1])
+
+
 def attention_replacements():
-    return [Replacement("attention", attention, _search_attention, _replace_attention, "scale", 0.2718281),
+    return [Replacement("attention", attention, _search_attention, _replace_attention, "scale", 0.2718281,
+                        extra_check=_attention_shapes_ok),
             Replacement("attention_mla_latent", latent_attention, _search_latent, _replace_latent, "scale",
-                        0.3141592)]
+                        0.3141592, extra_check=_latent_shapes_ok)]

@@ -29,7 +29,8 @@ class ZooPassManager(CustomGraphPass):
             raise ValueError(f"unknown pass(es) {sorted(unknown)}; available: {sorted(PASSES)}")
         self.names = tuple(passes)
         self.replacements = [r for name in self.names for r in PASSES[name]()]
-        self.log = []  # one entry per graph this manager ran on: {replacement name: count, ...}
+        self.log = []  # one entry per graph this manager ran on: (graph name, {pass name: sites replaced})
+        self.current = "?"  # name of the graph being compiled (set by zoo.compiler)
         self.sites = Counter()  # (replacement name, layer site) -> count
 
     def record_call_sites(self):
@@ -40,14 +41,16 @@ class ZooPassManager(CustomGraphPass):
         counts = {}
         for rep in self.replacements:
             counts[rep.name] = rep.apply(graph)
+            if rep.name != "rope":
+                self.sites.update((rep.name, site) for site in rep.replaced_sites)
         if "rope" in self.names:
             counts["rope"] = pair_qk(graph)  # q+k pairs fused into one in-place kernel
             counts["rope_unpaired"] = sum(n.target is torch.ops.zoo.rotary.default for n in graph.nodes)
-        for node in graph.nodes:
-            kind = _kernel_kind(node)
-            if kind:
-                self.sites[(kind, site_of(node))] += 1
-        self.log.append(counts)
+            for node in graph.nodes:
+                kind = _kernel_kind(node)
+                if kind in ("rope", "rope_unpaired"):
+                    self.sites[(kind, site_of(node))] += 1
+        self.log.append((self.current, counts))
 
     def uuid(self):
         h = hashlib.sha256(get_hash_for_files(_FILES))
@@ -61,10 +64,6 @@ def _kernel_kind(node):
     """Which pass put this node there (None for everything else)."""
     if node.op != "call_function":
         return None
-    if "scaled_dot_product" in str(node.target):  # SDPA as traced: flash / efficient / cpu variants
-        return "attention"
-    if node.target is torch.ops.zoo.mla_latent_attention.default:
-        return "attention_mla_latent"
     if node.target is torch.ops.zoo.rotary.default:
         return "rope_unpaired"
     if "auto_functionalized" in str(node.target) and node.args and node.args[0] is torch.ops.zoo.rope_.default:

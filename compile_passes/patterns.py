@@ -5,12 +5,13 @@ q adds a clone before the matmul; an n_rep of 1 drops the GQA expand; fp32 has n
 So a pattern is registered with example inputs shaped and strided like the real call sites, which we learn
 by running the model once with zoo_ref's functions wrapped (`record_call_sites`). The math is never copied.
 """
+import inspect
 import re
 import sys
 from contextlib import contextmanager
 
 import torch
-from torch._inductor.pattern_matcher import PatternMatcherPass, fwd_only, register_replacement
+from torch._inductor.pattern_matcher import PatternMatcherPass, fwd_only, gen_pattern, register_graph_pattern
 
 
 _LAYER = re.compile(r"(layers|blocks)[.\[]'?(\d+)")
@@ -48,11 +49,19 @@ class Replacement:
         self.name, self.target, self.search, self.replace = name, target, search, replace
         self.extra_check = extra_check
         self.scalar_name, self.magic = scalar_name, magic
+        self.argnames = list(inspect.signature(search).parameters)
         self.matcher = PatternMatcherPass(pass_name=f"zoo_{name}")
         self.keys = set()
+        self.patterns = set()
+        self.replaced_sites = []  # layer of each site replaced by the last apply()
 
     def register_like(self, args):
-        """Register the pattern for the layouts of `args` (the arguments of one real call)."""
+        """Register the pattern for the layouts of `args` (the arguments of one real call).
+
+        Like register_replacement, minus its re-trace check: that check re-traces the search function on
+        the graph's symbolic-shape inputs, which decomposes differently from the graph itself, so nothing
+        would ever match in a dynamic-shape graph. Shapes are checked by `extra_check` instead, and the
+        tests compare every compiled graph with zoo_ref."""
         key = tuple(_layout_key(a) for a in args)
         if key in self.keys:
             return
@@ -60,11 +69,19 @@ class Replacement:
         examples = [_example_like(a, self.magic) for a in args]
         workaround = {self.scalar_name: self.magic} if self.scalar_name else {}
         with torch.no_grad():
-            register_replacement(self.search, self.replace, examples, fwd_only, self.matcher,
-                                 scalar_workaround=workaround,
-                                 **({"extra_check": self.extra_check} if self.extra_check else {}))
+            pattern = gen_pattern(self.search, examples, fwd_only, workaround)
+        if str(pattern) in self.patterns:  # another layout traced to the very same graph
+            return
+        self.patterns.add(str(pattern))
+
+        def handler(match, *_, **kwargs):
+            self.replaced_sites.append(site_of(match.output_nodes()[0]))
+            match.replace_by_example(self.replace, [kwargs[n] for n in self.argnames])
+        register_graph_pattern(pattern, extra_check=self.extra_check or (lambda m: True),
+                               pass_dict=self.matcher)(handler)
 
     def apply(self, graph) -> int:
+        self.replaced_sites = []
         return self.matcher.apply(graph) if self.keys else 0
 
 

@@ -28,8 +28,14 @@ def _replace(x, cos, sin):
     return torch.ops.zoo.rotary(x, cos, sin)
 
 
+def _shapes_ok(match) -> bool:
+    """x [..., H, D] with cos/sin [..., 1, D] (broadcast over heads)."""
+    x, c = match.kwargs["x"].meta["val"].shape, match.kwargs["cos"].meta["val"].shape
+    return len(x) == len(c) and x[-1] == c[-1] and c[-2] == 1
+
+
 def rope_replacements():
-    return [Replacement("rope", rotate, _search, _replace)]
+    return [Replacement("rope", rotate, _search, _replace, extra_check=_shapes_ok)]
 
 
 def pair_qk(graph: torch.fx.Graph) -> int:

@@ -1,7 +1,11 @@
 import os
 
-import torch
-from hypothesis import HealthCheck, settings
+# Triton kernels run on CPU tensors in the interpreter. Must be set before anything imports triton (its
+# language helpers are built for the mode in force at import; Inductor imports triton early).
+os.environ.setdefault("TRITON_INTERPRET", "0" if os.environ.get("ZOO_TEST_CUDA") else "1")
+
+import torch  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 # Few threads per worker: CI has 2 cores and runs 2 xdist workers.
 torch.set_num_threads(int(os.environ.get("ZOO_TEST_THREADS", "1")))

@@ -56,6 +56,10 @@ def _mla_split_kernel(ql_ptr, qp_ptr, kv_ptr, pe_ptr, mask_ptr, o_ptr, lse_ptr, 
     tl.store(lse_ptr + row, tl.where(has, m_i + tl.log(tl.where(has, l_i, 1.0)), float("-inf")), mask=hm)
 
 
+def _cdiv(a, b):
+    return -(-a // b)
+
+
 def mla_decode_triton(q_lat, q_pe, kv, pe, mask, scale, block_h=16, block_n=32, n_splits=None):
     """q_lat [B, T, H, C], q_pe [B, T, H, R], kv [B, S, C], pe [B, S, R], mask bool [B, 1, T, S] -> [B, T, H, C]."""
     b, t, h, c = q_lat.shape
@@ -65,12 +69,12 @@ def mla_decode_triton(q_lat, q_pe, kv, pe, mask, scale, block_h=16, block_n=32, 
         q_lat, q_pe = q_lat.contiguous(), q_pe.contiguous()
     mask = mask.reshape(b * t, s).contiguous()
     bc, br = triton.next_power_of_2(max(c, 16)), triton.next_power_of_2(max(r, 16))
-    head_blocks = triton.cdiv(h, block_h)
+    head_blocks = _cdiv(h, block_h)
     if n_splits is None:  # enough programs to fill the GPU, splits of whole key blocks
         sms = torch.cuda.get_device_properties(q_lat.device).multi_processor_count if q_lat.is_cuda else 4
-        n_splits = max(1, min(triton.cdiv(s, block_n), triton.cdiv(2 * sms, b * t * head_blocks)))
-    split_len = triton.cdiv(triton.cdiv(s, n_splits), block_n) * block_n
-    n_splits = triton.cdiv(s, split_len)
+        n_splits = max(1, min(_cdiv(s, block_n), _cdiv(2 * sms, b * t * head_blocks)))
+    split_len = _cdiv(_cdiv(s, n_splits), block_n) * block_n
+    n_splits = _cdiv(s, split_len)
     o = torch.empty(b * t, h, n_splits, bc, dtype=torch.float32, device=q_lat.device)
     lse = torch.empty(b * t, h, n_splits, dtype=torch.float32, device=q_lat.device)
     _mla_split_kernel[(b * t, head_blocks, n_splits)](

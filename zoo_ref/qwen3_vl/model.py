@@ -70,8 +70,9 @@ class Qwen3VLForConditionalGeneration(nn.Module):
                              f"but the {kind}s give {n_features} features")
 
     def embed(self, input_ids, pixel_values=None, image_grid_thw=None, pixel_values_videos=None,
-              video_grid_thw=None):
-        """-> (embeddings [B, T, hidden], deepstack per level [B, T, hidden], zero outside visual positions)."""
+              video_grid_thw=None, vision=None):
+        """-> (embeddings [B, T, hidden], deepstack per level [B, T, hidden], zero outside visual positions).
+        vision: the encoder to use (default self.model.visual), e.g. a compiled one."""
         x = self.model.language_model.embed_tokens(input_ids)
         visual_mask, deepstack = None, []
         for kind, pixels, grid, token in (
@@ -82,7 +83,7 @@ class Qwen3VLForConditionalGeneration(nn.Module):
                     raise ValueError(f"{kind}_grid_thw given without pixel values")
                 continue
             self._check_visual(kind, pixels, grid, input_ids)
-            feats, levels = self.model.visual(pixels, grid)
+            feats, levels = (vision or self.model.visual)(pixels, grid)
             mask = input_ids == token
             x = x.index_put((mask,), feats.to(x.dtype))
             if visual_mask is None:

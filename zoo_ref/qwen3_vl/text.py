@@ -30,6 +30,15 @@ class KVCache(nn.Module):
         self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
 
+    @classmethod
+    def over(cls, k, v):
+        """A cache over existing buffers (e.g. the first rows of a larger cache)."""
+        cache = cls.__new__(cls)
+        nn.Module.__init__(cache)
+        cache.register_buffer("k", k, persistent=False)
+        cache.register_buffer("v", v, persistent=False)
+        return cache
+
     def update(self, pos, k, v):  # pos: [T] long cache slots; k/v: [B, Hkv, T, D] -> full buffers
         self.k.index_copy_(2, pos, k)
         self.v.index_copy_(2, pos, v)

@@ -1,0 +1,82 @@
+"""zoo.compile(Qwen3-VL) == zoo_ref on CPU: prefill with images/video, 20 decode steps, every site replaced,
+no recompiles. One compiled model is shared by the whole module (compiling is the slow part)."""
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import zoo
+from tests.strategies import vl_inputs
+from zoo_ref.layers import relative_error
+from zoo_ref.qwen3_vl import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+from zoo_ref.qwen3_vl.tiny import randomize_, tiny_config_dict
+
+CONFIG = tiny_config_dict(layers=2, v_depth=2, deepstack=(0, 1), kv_heads=2, heads=4)
+
+
+@pytest.fixture(scope="module")
+def models():
+    torch.manual_seed(0)
+    model = randomize_(Qwen3VLForConditionalGeneration(Qwen3VLConfig.from_dict(CONFIG)), seed=5).eval()
+    return model, zoo.compile(model, max_batch_size=2, max_seq_len=160)
+
+
+@settings(max_examples=8)
+@given(data=st.data())
+def test_prefill_and_20_decode_steps_match_reference(models, data):
+    model, compiled = models
+    inputs = data.draw(vl_inputs(CONFIG, kinds=("image", "images", "video", "mixed", "text")), label="inputs")
+    with torch.no_grad():
+        ref = model(**inputs)
+    out = compiled(**inputs)
+    valid = inputs["attention_mask"].bool()
+    assert relative_error(out[valid], ref[valid]) < 1e-4
+    tokens, logits = compiled.generate(**inputs, max_new_tokens=20, eos_token_id=[], return_logits=True)
+    ref_tokens, ref_logits = model.generate(**inputs, max_new_tokens=20, eos_token_id=[], return_logits=True)
+    assert relative_error(logits, ref_logits) < 1e-4
+    chosen = ref_logits.gather(-1, tokens[..., None])[..., 0]
+    best = ref_logits.index_fill(-1, torch.tensor([5, 6]), float("-inf")).max(-1).values
+    assert torch.all((tokens == ref_tokens) | (best - chosen <= 1e-5 * best.abs().clamp_min(1)))
+
+
+def test_every_site_replaced_and_no_recompiles(models):
+    model, compiled = models
+    inputs = vl_inputs(CONFIG, batch=1, kinds=("mixed",)).example()
+    compiled.generate(**inputs, max_new_tokens=3, eos_token_id=[])
+    graphs_before = dict(zoo.explain(compiled).graphs)
+    for n in (2, 7):  # other prompt lengths and more decode steps: nothing new to compile
+        ids = torch.randint(7, 100, (1, 5 + n))
+        compiled.generate(ids, max_new_tokens=n, eos_token_id=[])
+    report = zoo.explain(compiled)
+    assert report.graphs == graphs_before, (report.graphs, graphs_before)
+    text, vision = CONFIG["text_config"]["num_hidden_layers"], CONFIG["vision_config"]["depth"]
+    for name, counts in report.per_graph:
+        layers = vision if name == "vision" else text
+        assert counts["attention"] == layers, (name, counts)
+        assert counts["rope"] == layers and counts["rope_unpaired"] == 0, (name, counts)
+    assert {name for name, _ in report.per_graph} >= {"vision", "prefill", "decode[b=1]"}
+    assert report.counts["attention"] == max(text, vision) and report.graph_breaks == 0
+    assert set(report.sites["attention"]) == {f"layers.{i}" for i in range(text)} | {f"blocks.{i}" for i in
+                                                                                      range(vision)}
+    text_report = str(report)
+    assert "attention" in text_report and "rope" in text_report and "CUDA graphs live: 0" in text_report
+
+
+def test_sampling_runs_in_graph_and_is_seeded(models):
+    _, compiled = models
+    ids = torch.randint(7, 100, (2, 6))
+    kw = dict(max_new_tokens=5, eos_token_id=[], do_sample=True, temperature=0.8, top_k=20, top_p=0.9, seed=3)
+    a, b = compiled.generate(ids, **kw), compiled.generate(ids, **kw)
+    assert torch.equal(a, b) and a.shape == (2, 5)
+    greedy = compiled.generate(ids, max_new_tokens=5, eos_token_id=[])
+    assert torch.equal(compiled.generate(ids, max_new_tokens=5, eos_token_id=[], do_sample=True, top_k=1), greedy)
+
+
+def test_bad_input_and_overflow(models):
+    _, compiled = models
+    with pytest.raises(ValueError, match="cache overflow: prompt 150 \\+ 20 new tokens > max_seq_len 160"):
+        compiled.generate(torch.randint(7, 100, (1, 150)), max_new_tokens=20)
+    with pytest.raises(ValueError, match="batch 3 exceeds max_batch_size 2"):
+        compiled.generate(torch.randint(7, 100, (3, 5)), max_new_tokens=2)
+    with pytest.raises(TypeError, match="zoo.compile supports"):
+        zoo.compile(torch.nn.Linear(2, 2))

@@ -1,0 +1,24 @@
+"""torch.compile with zoo's pass manager, counting the graphs each compiled function produced."""
+from collections import Counter
+
+import torch
+from torch._inductor.compile_fx import compile_fx
+
+from compile_passes import ZooPassManager
+
+
+class Compiler:
+    def __init__(self, passes=("attention", "rope")):
+        self.manager = ZooPassManager(passes)
+        self.graphs = Counter()  # function name -> graphs compiled (1 = never recompiled)
+
+    def __call__(self, fn, name: str, dynamic=False):
+        def backend(gm, example_inputs):
+            self.graphs[name] += 1
+            self.manager.current = name
+            # The graph caches are off so that the passes run (and report) every time; the manager's
+            # uuid() keeps them correct for anyone who turns them back on.
+            with torch._functorch.config.patch(enable_autograd_cache=False):
+                return compile_fx(gm, example_inputs, config_patches={
+                    "joint_custom_pre_pass": self.manager, "fx_graph_cache": False})
+        return torch.compile(fn, backend=backend, fullgraph=True, dynamic=dynamic)

@@ -1,0 +1,43 @@
+"""Hand-written CUDA-graph capture (nano-vllm / SGLang style): one graph per key (batch bucket, sampling
+params, cache), captured on first use after a warm-up run, all sharing one memory pool.
+
+A graph's inputs and outputs are static buffers (the cache, a DecodeState): callers write inputs into
+them before `run` and read the returned output tensor, which the next replay overwrites.
+"""
+import torch
+
+
+class GraphRunner:
+    def __init__(self, warmup=2):
+        self.graphs = {}
+        self.pool = None
+        self.warmup = warmup
+
+    def __len__(self):
+        return len(self.graphs)
+
+    def run(self, key, fn, *args, state=None):
+        """Replay the graph for `key` (capturing `fn(*args)` first if new). `state`: a module whose buffers the
+        step advances; they are restored after the warm-up runs so capture leaves no trace."""
+        if key not in self.graphs:
+            self.graphs[key] = self._capture(fn, args, state if state is not None else args[-1])
+        graph, out = self.graphs[key]
+        graph.replay()
+        return out
+
+    def _capture(self, fn, args, state):
+        saved = [(buf, buf.clone()) for buf in state.buffers()]
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(self.warmup):  # compiles, autotunes, allocates; then undo the step
+                fn(*args)
+                for buf, old in saved:
+                    buf.copy_(old)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            out = fn(*args)
+        if self.pool is None:
+            self.pool = graph.pool()
+        return graph, out

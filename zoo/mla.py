@@ -1,0 +1,88 @@
+"""Compiled MLA: the reference's call interface over the same latent cache, as one static-shape graph.
+
+Differences from zoo_ref's eager forward, none in the math: the cache write is one op (zoo::mla_cache_write_,
+padding writes nothing) instead of boolean indexing, and attention runs over the whole static cache with a
+mask instead of slicing to the longest row, so shapes never depend on data and decode never recompiles.
+Single-token calls (decode) replay a CUDA graph per (cache, batch) on GPU.
+"""
+import torch
+from torch import nn
+
+from zoo_ref.deepseek.mla import MLA, MLACache, attention_mask
+
+from .compiler import Compiler
+from .cuda_graphs import GraphRunner
+
+
+class _StepInputs(nn.Module):
+    """Static input buffers of a captured decode graph."""
+
+    def __init__(self, x, start_pos, seq_lens):
+        super().__init__()
+        for name, t in (("x", x), ("start_pos", start_pos), ("seq_lens", seq_lens)):
+            self.register_buffer(name, t.clone(), persistent=False)
+
+
+class CompiledMLA:
+    def __init__(self, mla: MLA, cuda_graphs=True, passes=("attention", "rope")):
+        self.mla, self.config = mla.eval(), mla.config
+        w = mla.kv_b_proj.weight
+        self.device, self.dtype = w.device, w.dtype
+        self.compiler = Compiler(passes)
+        self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
+        self.graphs = GraphRunner(warmup=1) if self.cuda_graphs else None
+        self._steps = {mode: self.compiler(self._make_step(mode), f"mla[{mode}]", dynamic=None)
+                       for mode in ("absorb", "naive")}
+        self._inputs = {}
+        self._register_patterns()
+
+    def new_cache(self, batch, max_len, dtype=None, device=None) -> MLACache:
+        return self.mla.new_cache(batch, max_len, dtype, device)
+
+    def _make_step(self, mode):
+        mla = self.mla
+
+        def step(x, kv, pe, start_pos, seq_lens):
+            t = x.shape[1]
+            positions = start_pos[:, None] + torch.arange(t, device=x.device)
+            valid = torch.arange(t, device=x.device)[None, :] < seq_lens[:, None]
+            q_nope, q_pe, latent, k_pe = mla.project(x, positions)
+            torch.ops.zoo.mla_cache_write_(kv, pe, latent, k_pe, start_pos, seq_lens)
+            out = mla.attend(q_nope, q_pe, kv, pe, attention_mask(positions, valid, kv.shape[1]), mode)
+            return mla.output(out, valid)
+        return step
+
+    def _register_patterns(self):
+        c = self.config
+        with torch.no_grad(), self.compiler.manager.record_call_sites():
+            for b, t in ((1, 1), (1, 2), (2, 1), (2, 2)):  # decode / prefill, batch 1 / batch > 1 layouts
+                x = torch.zeros(b, t, c.hidden_size, dtype=self.dtype, device=self.device)
+                cache = self.new_cache(b, 4)
+                zero = torch.zeros(b, dtype=torch.long, device=self.device)
+                for mode in ("absorb", "naive"):
+                    self._make_step(mode)(x, cache.kv, cache.pe, zero, zero + t)
+
+    @torch.no_grad()
+    def __call__(self, x, cache: MLACache, start_pos, seq_lens=None, mode="absorb"):
+        """Same contract as zoo_ref.deepseek.MLA.forward."""
+        if mode not in self._steps:
+            raise ValueError(f"mode must be 'absorb' or 'naive', got {mode!r}")
+        b, t, _ = x.shape
+        seq_lens = torch.full((b,), t, dtype=torch.long, device=x.device) if seq_lens is None else seq_lens
+        self.mla._check(x, cache, start_pos, seq_lens)
+        step = self._steps[mode]
+        if not (self.cuda_graphs and t == 1):
+            if t > 1:
+                torch._dynamo.mark_dynamic(x, 1)
+            return step(x, cache.kv, cache.pe, start_pos, seq_lens)
+        key = (cache.kv.data_ptr(), b, mode)
+        if key not in self._inputs:
+            self._inputs[key] = _StepInputs(x, start_pos, seq_lens)
+        inputs = self._inputs[key]
+        inputs.x.copy_(x)
+        inputs.start_pos.copy_(start_pos)
+        inputs.seq_lens.copy_(seq_lens)
+        return self.graphs.run(key, step, inputs.x, cache.kv, cache.pe, inputs.start_pos, inputs.seq_lens,
+                               state=inputs).clone()
+
+    forward = __call__

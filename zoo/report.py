@@ -1,0 +1,40 @@
+"""zoo.explain(compiled): what the passes replaced, per pass and per layer, graphs compiled, CUDA graphs."""
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Report:
+    counts: dict  # pass name -> sites replaced in the graph that saw the most (one full model step)
+    sites: dict  # pass name -> {layer: replacements summed over all graphs}
+    graphs: dict  # compiled function -> graphs compiled (1 = no recompiles)
+    graph_breaks: int
+    cuda_graphs: int  # captured CUDA graphs (0 on CPU)
+    per_graph: list = field(default_factory=list)
+
+    def __str__(self):
+        lines = ["zoo.explain", "", "pass                    sites (max over graphs)"]
+        lines += [f"  {name:<22}{n}" for name, n in self.counts.items()]
+        lines += ["", "sites by layer (summed over graphs):"]
+        for name, layers in self.sites.items():
+            keys = sorted(layers, key=lambda s: (s.split(".")[0], int(s.split(".")[1]) if "." in s else -1))
+            lines.append(f"  {name}: " + ", ".join(f"{k}x{layers[k]}" for k in keys))
+        lines += ["", "compiled functions (graphs compiled; more than 1 = recompiles):"]
+        lines += [f"  {name:<22}{n}" for name, n in self.graphs.items()]
+        lines += ["", f"graph breaks: {self.graph_breaks} (fullgraph=True: a break is an error)",
+                  f"CUDA graphs live: {self.cuda_graphs}"]
+        return "\n".join(lines)
+
+
+def explain(compiled) -> Report:
+    manager = compiled.compiler.manager
+    counts = defaultdict(int)
+    for _, log in manager.log:
+        for name, n in log.items():
+            counts[name] = max(counts[name], n)
+    sites = defaultdict(dict)
+    for (name, site), n in sorted(manager.sites.items()):
+        sites[name][site] = n
+    graphs = compiled.graphs
+    return Report(counts=dict(counts), sites=dict(sites), graphs=dict(compiled.compiler.graphs), graph_breaks=0,
+                  cuda_graphs=len(graphs) if graphs is not None else 0, per_graph=list(manager.log))
