@@ -41,11 +41,14 @@ def sync(device):
 
 
 class Ours:
-    def __init__(self, mla, mode):
-        self.mla, self.mode, self.name = mla, mode, f"zoo_ref {mode}"
+    """zoo_ref's MLA, or (compiled=True) zoo.compile of it: same cache, same call."""
+
+    def __init__(self, mla, mode, compiled=None):
+        self.mla, self.mode = compiled or mla, mode
+        self.name = f"{'zoo' if compiled else 'zoo_ref'} {mode}"
 
     def new_cache(self, batch, histories, max_len):  # random history latents, left-aligned per row
-        cache = self.mla.new_cache(batch, max_len)
+        cache = self.mla.new_cache(batch, max_len, dtype=None, device=None)
         cache.kv.normal_()
         cache.pe.normal_()
         return cache, torch.tensor(histories, device=cache.kv.device)
@@ -162,6 +165,7 @@ def main(argv=None):
     p.add_argument("--tiny", action="store_true", help="toy shapes and few rounds (CI smoke)")
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--out", default="bench/out", help="where mla.json / mla.md / mla.png go")
+    p.add_argument("--reference-only", action="store_true", help="skip zoo.compile (the issue-3 baseline)")
     args = p.parse_args(argv)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     cfg_dict = TINY if args.tiny else json.loads(R1.read_text())
@@ -172,7 +176,12 @@ def main(argv=None):
     with torch.device(device):
         mla = randomize_(MLA(config)).to(dtype).eval()
     peer = HFMLA(cfg_dict, mla.state_dict(), dtype, device)
-    methods = [Ours(mla, "naive"), Ours(mla, "absorb"), peer]
+    methods = [Ours(mla, "naive"), Ours(mla, "absorb")]
+    if not args.reference_only:
+        import zoo
+        compiled = zoo.compile(mla)
+        methods += [Ours(mla, "naive", compiled), Ours(mla, "absorb", compiled)]
+    methods.append(peer)
     scenarios = {"prefill task": (prefill_task, rounds), "prefill batched": (prefill_batched, rounds),
                  "decode task": (decode_task, steps), "decode batched": (decode_batched, steps)}
     results = {}
@@ -213,8 +222,9 @@ def write_report(results, floor, args, device):
         fig, axes = plt.subplots(1, len(results), figsize=(4 * len(results), 3.5))
         for ax, (scenario, row) in zip(axes, results.items()):
             u = unit[scenario]
+            colors = ["tab:blue", "tab:green", "tab:cyan", "tab:olive", "tab:purple"][:len(names) - 1]
             ax.bar(names + ["floor"], [row[n] * scale[u] for n in names] + [floor[scenario] * scale[u]],
-                   color=["tab:blue", "tab:green", "tab:red", "tab:gray"])
+                   color=colors + ["tab:red", "tab:gray"])
             ax.set_title(scenario)
             ax.set_ylabel(u)
             ax.tick_params(axis="x", rotation=30, labelsize=7)

@@ -6,6 +6,12 @@ from torch._inductor.compile_fx import compile_fx
 
 from compile_passes import ZooPassManager
 
+# Each batch bucket / cache shape / sampling setting is a legitimate specialization of a step function;
+# allow more of them than Dynamo's default before it gives up (fullgraph turns that into an error).
+for _name in ("recompile_limit", "cache_size_limit"):
+    if hasattr(torch._dynamo.config, _name):
+        setattr(torch._dynamo.config, _name, max(getattr(torch._dynamo.config, _name), 64))
+
 
 class Compiler:
     def __init__(self, passes=("attention", "rope")):

@@ -31,26 +31,29 @@ class CompiledMLA:
         self.compiler = Compiler(passes)
         self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
         self.graphs = GraphRunner(warmup=1) if self.cuda_graphs else None
-        self._steps = {mode: self.compiler(self._make_step(mode), f"mla[{mode}]", dynamic=None)
-                       for mode in ("absorb", "naive")}
+        # one code object per mode, so Dynamo keeps their graphs (and recompile budgets) apart
+        self._steps = {"absorb": self.compiler(self._absorb_step, "mla[absorb]", dynamic=None),
+                       "naive": self.compiler(self._naive_step, "mla[naive]", dynamic=None)}
         self._inputs = {}
         self._register_patterns()
 
     def new_cache(self, batch, max_len, dtype=None, device=None) -> MLACache:
         return self.mla.new_cache(batch, max_len, dtype, device)
 
-    def _make_step(self, mode):
-        mla = self.mla
+    def _step(self, x, kv, pe, start_pos, seq_lens, mode):
+        mla, t = self.mla, x.shape[1]
+        positions = start_pos[:, None] + torch.arange(t, device=x.device)
+        valid = torch.arange(t, device=x.device)[None, :] < seq_lens[:, None]
+        q_nope, q_pe, latent, k_pe = mla.project(x, positions)
+        torch.ops.zoo.mla_cache_write_(kv, pe, latent, k_pe, start_pos, seq_lens)
+        out = mla.attend(q_nope, q_pe, kv, pe, attention_mask(positions, valid, kv.shape[1]), mode)
+        return mla.output(out, valid)
 
-        def step(x, kv, pe, start_pos, seq_lens):
-            t = x.shape[1]
-            positions = start_pos[:, None] + torch.arange(t, device=x.device)
-            valid = torch.arange(t, device=x.device)[None, :] < seq_lens[:, None]
-            q_nope, q_pe, latent, k_pe = mla.project(x, positions)
-            torch.ops.zoo.mla_cache_write_(kv, pe, latent, k_pe, start_pos, seq_lens)
-            out = mla.attend(q_nope, q_pe, kv, pe, attention_mask(positions, valid, kv.shape[1]), mode)
-            return mla.output(out, valid)
-        return step
+    def _absorb_step(self, x, kv, pe, start_pos, seq_lens):
+        return self._step(x, kv, pe, start_pos, seq_lens, "absorb")
+
+    def _naive_step(self, x, kv, pe, start_pos, seq_lens):
+        return self._step(x, kv, pe, start_pos, seq_lens, "naive")
 
     def _register_patterns(self):
         c = self.config
@@ -60,7 +63,7 @@ class CompiledMLA:
                 cache = self.new_cache(b, 4)
                 zero = torch.zeros(b, dtype=torch.long, device=self.device)
                 for mode in ("absorb", "naive"):
-                    self._make_step(mode)(x, cache.kv, cache.pe, zero, zero + t)
+                    self._step(x, cache.kv, cache.pe, zero, zero + t, mode)
 
     @torch.no_grad()
     def __call__(self, x, cache: MLACache, start_pos, seq_lens=None, mode="absorb"):

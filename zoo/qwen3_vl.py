@@ -44,8 +44,7 @@ class CompiledQwen3VL:
         self.placeholders = torch.tensor([self.config.image_token_id, self.config.video_token_id], device=self.device)
         self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
         self.graphs = GraphRunner() if self.cuda_graphs else None
-        self._prefill = self.compiler(functools.partial(self._prefill_fn, all_logits=False), "prefill", dynamic=True)
-        self._forward = self.compiler(functools.partial(self._prefill_fn, all_logits=True), "forward", dynamic=True)
+        self._prefills = {}  # (bucket, all_logits) -> compiled prefill (dynamic length)
         self._vision = self.compiler(model.model.visual.encode, "vision", dynamic=True)
         self._decoders = {}
         self._register_patterns()
@@ -137,9 +136,17 @@ class CompiledQwen3VL:
             input_ids, attention_mask, 0, pixel_values=pixel_values, image_grid_thw=image_grid_thw,
             pixel_values_videos=pixel_values_videos, video_grid_thw=video_grid_thw)
         slots = torch.arange(t, device=x.device)
-        return self._forward(self.caches[bucket], x, pos, levels, key_valid, slots)[:b]
+        return self._prefill(bucket, True)(self.caches[bucket], x, pos, levels, key_valid, slots)[:b]
 
     forward = __call__
+
+    def _prefill(self, bucket, all_logits):
+        key = (bucket, all_logits)
+        if key not in self._prefills:
+            name = f"{'forward' if all_logits else 'prefill'}[b={bucket}]"
+            self._prefills[key] = self.compiler(functools.partial(self._prefill_fn, all_logits=all_logits), name,
+                                                dynamic=True)
+        return self._prefills[key]
 
     def _decoder(self, bucket, params):
         key = (bucket, params)
@@ -168,7 +175,7 @@ class CompiledQwen3VL:
             input_ids, attention_mask, max_new_tokens, pixel_values=pixel_values, image_grid_thw=image_grid_thw,
             pixel_values_videos=pixel_values_videos, video_grid_thw=video_grid_thw)
         slots = torch.arange(t, device=self.device)
-        logits = self._prefill(self.caches[bucket], x, pos, levels, key_valid, slots)
+        logits = self._prefill(bucket, False)(self.caches[bucket], x, pos, levels, key_valid, slots)
 
         state = self.states[bucket]
         state.key_valid.copy_(key_valid)

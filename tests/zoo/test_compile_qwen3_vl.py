@@ -54,7 +54,8 @@ def test_every_site_replaced_and_no_recompiles(models):
         layers = vision if name == "vision" else text
         assert counts["attention"] == layers, (name, counts)
         assert counts["rope"] == layers and counts["rope_unpaired"] == 0, (name, counts)
-    assert {name for name, _ in report.per_graph} >= {"vision", "prefill", "decode[b=1]"}
+    assert {name for name, _ in report.per_graph} >= {"vision", "prefill[b=1]", "decode[b=1]"}
+    assert all(n == 1 for name, n in report.graphs.items() if name != "vision"), report.graphs
     assert report.counts["attention"] == max(text, vision) and report.graph_breaks == 0
     assert set(report.sites["attention"]) == {f"layers.{i}" for i in range(text)} | {f"blocks.{i}" for i in
                                                                                       range(vision)}
