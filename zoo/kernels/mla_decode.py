@@ -14,7 +14,7 @@ import triton.language as tl
 def _mla_split_kernel(ql_ptr, qp_ptr, kv_ptr, pe_ptr, mask_ptr, o_ptr, lse_ptr, scale,
                       ql_bt, ql_h, qp_bt, qp_h, kv_b, kv_s, pe_b, pe_s, T, H, S, split_len,
                       C: tl.constexpr, R: tl.constexpr, BC: tl.constexpr, BR: tl.constexpr,
-                      BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr):
+                      BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
     bt = tl.program_id(0)
     hb = tl.program_id(1)
     sp = tl.program_id(2)
@@ -41,12 +41,13 @@ def _mla_split_kernel(ql_ptr, qp_ptr, kv_ptr, pe_ptr, mask_ptr, o_ptr, lse_ptr, 
                          mask=allowed[:, None] & (c[None, :] < C), other=0.0)
             pe = tl.load(pe_ptr + b * pe_b + offs[:, None] * pe_s + r[None, :],
                          mask=allowed[:, None] & (r[None, :] < R), other=0.0)
-            s = tl.dot(q_lat, tl.trans(kv)) + tl.dot(q_pe, tl.trans(pe))  # [BLOCK_H, BLOCK_N] fp32
+            s = tl.dot(q_lat, tl.trans(kv), input_precision=PRECISION) + \
+                tl.dot(q_pe, tl.trans(pe), input_precision=PRECISION)  # [BLOCK_H, BLOCK_N] fp32
             s = tl.where(allowed[None, :], s * scale, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, axis=1))
             p = tl.exp(s - m_new[:, None])
             alpha = tl.exp(m_i - m_new)
-            acc = acc * alpha[:, None] + tl.dot(p.to(kv.dtype), kv)
+            acc = acc * alpha[:, None] + tl.dot(p.to(kv.dtype), kv, input_precision=PRECISION)
             l_i = l_i * alpha + tl.sum(p, axis=1)
             m_i = m_new
     has = l_i > 0
@@ -80,7 +81,8 @@ def mla_decode_triton(q_lat, q_pe, kv, pe, mask, scale, block_h=16, block_n=32, 
     _mla_split_kernel[(b * t, head_blocks, n_splits)](
         q_lat, q_pe, kv, pe, mask, o, lse, scale, q_lat.stride(1), q_lat.stride(2), q_pe.stride(1), q_pe.stride(2),
         kv.stride(0), kv.stride(1), pe.stride(0), pe.stride(1), t, h, s, split_len, C=c, R=r, BC=bc, BR=br,
-        BLOCK_H=block_h, BLOCK_N=block_n, num_warps=4, num_stages=2)
+        BLOCK_H=block_h, BLOCK_N=block_n, num_warps=4, num_stages=2,
+        PRECISION="ieee" if q_lat.dtype == torch.float32 else "tf32")  # fp32 in, fp32 math (no TF32)
     # merge splits: weights softmax(lse) over splits; a query with no allowed key gives zeros
     top = lse.amax(-1, keepdim=True)
     w = torch.exp(lse - torch.where(torch.isfinite(top), top, 0.0))

@@ -99,11 +99,13 @@ class MLA(nn.Module):
         if not (x.device == cache.kv.device == start_pos.device == seq_lens.device == self.kv_b_proj.weight.device):
             raise ValueError(f"device mismatch: x {x.device}, cache {cache.kv.device}, start_pos {start_pos.device}, "
                              f"seq_lens {seq_lens.device}, weights {self.kv_b_proj.weight.device}")
-        if bool((seq_lens < 0).any() | (seq_lens > t).any() | (start_pos < 0).any()):
+        end = start_pos + seq_lens
+        bad = torch.stack([((seq_lens < 0) | (seq_lens > t) | (start_pos < 0)).any(), (end > cache.max_len).any()])
+        bad_range, overflow = bad.tolist()  # one host sync for both checks
+        if bad_range:
             raise ValueError(f"need 0 <= seq_lens <= T = {t} and start_pos >= 0; got seq_lens {seq_lens.tolist()}, "
                              f"start_pos {start_pos.tolist()}")
-        end = start_pos + seq_lens
-        if bool((end > cache.max_len).any()):
+        if overflow:
             raise ValueError(f"cache overflow: start_pos + seq_lens = {end.tolist()} exceeds max_len {cache.max_len}")
 
     # ------------------------------------------------------------------ forward
