@@ -1,0 +1,86 @@
+"""Where the time goes (GPU): top CUDA kernels of one compiled Qwen3-VL decode step and vision encode, and
+of one compiled MLA decode call; plus host overhead (call time vs kernel time).
+
+  python bench/profile_gpu.py [--what qwen,vision,mla]
+"""
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import zoo  # noqa: E402
+from bench.qwen3_vl import CONFIG_2B, image_prompt  # noqa: E402
+from zoo_ref.deepseek import MLA, MLAConfig  # noqa: E402
+from zoo_ref.qwen3_vl import Qwen3VLConfig, Qwen3VLForConditionalGeneration  # noqa: E402
+from zoo_ref.qwen3_vl.tiny import randomize_  # noqa: E402
+
+
+def top_kernels(fn, n_calls, label, rows=14):
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
+        for _ in range(n_calls):
+            fn()
+        torch.cuda.synchronize()
+    events = [e for e in prof.key_averages() if e.device_type.name == "CUDA" or e.self_device_time_total > 0]
+    total = sum(e.self_device_time_total for e in events) / n_calls
+    print(f"\n== {label}: GPU kernel time {total / 1e3:.3f} ms per call")
+    for e in sorted(events, key=lambda e: -e.self_device_time_total)[:rows]:
+        print(f"  {e.self_device_time_total / n_calls / 1e3:8.3f} ms  x{e.count // n_calls:<4} {e.key[:90]}")
+
+
+def wall(fn, n):
+    fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / n * 1e3
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--what", default="qwen,vision,mla")
+    args = p.parse_args()
+    what = set(args.what.split(","))
+    dev = torch.device("cuda")
+    if what & {"qwen", "vision"}:
+        config = Qwen3VLConfig.from_dict(json.loads(CONFIG_2B.read_text()))
+        with torch.device(dev):
+            model = Qwen3VLForConditionalGeneration(config).to(torch.bfloat16).eval()
+        compiled = zoo.compile(model, max_batch_size=8, max_seq_len=576)
+        if "qwen" in what:
+            ids = torch.randint(10, 1000, (1, 128), device=dev)
+            compiled.generate(ids, max_new_tokens=4, eos_token_id=[])
+            (key, (graph, _)), = list(compiled.graphs.graphs.items())[:1]
+            print(f"decode replay wall {wall(graph.replay, 50):.3f} ms/step; "
+                  f"generate(64) {wall(lambda: compiled.generate(ids, max_new_tokens=64, eos_token_id=[]), 2) / 64:.3f} ms/token")
+            top_kernels(graph.replay, 10, "qwen decode step (batch 1, CUDA graph)")
+        if "vision" in what:
+            _, px, gr = image_prompt(config, 448, device=dev)
+            layout = compiled.model.model.visual.layout(gr)
+            print(f"vision 448: layout {wall(lambda: compiled.model.model.visual.layout(gr), 10):.3f} ms, "
+                  f"encode {wall(lambda: compiled._vision(px.to(torch.bfloat16), *layout), 10):.3f} ms")
+            top_kernels(lambda: compiled._vision(px.to(torch.bfloat16), *layout), 5, "vision 448 encode")
+    if "mla" in what:
+        cfg = json.loads((Path(__file__).resolve().parents[1] / "zoo_ref/deepseek/configs/deepseek-r1.json").read_text())
+        with torch.device(dev):
+            mla = randomize_(MLA(MLAConfig.from_dict(cfg))).to(torch.bfloat16).eval()
+        c = zoo.compile(mla)
+        cache = c.new_cache(1, 512)
+        x, start, one = torch.rand(1, 1, 7168, device=dev, dtype=torch.bfloat16), torch.tensor([300], device=dev), \
+            torch.tensor([1], device=dev)
+        call = lambda: c(x, cache, start, one)  # noqa: E731
+        print(f"mla decode call {wall(call, 50):.3f} ms")
+        (key, (graph, _)), = c.graphs.graphs.items()
+        print(f"mla decode replay {wall(graph.replay, 50):.3f} ms")
+        top_kernels(graph.replay, 10, "mla absorbed decode (batch 1, CUDA graph)")
+
+
+if __name__ == "__main__":
+    main()
