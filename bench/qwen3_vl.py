@@ -73,6 +73,8 @@ def main(argv=None):
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--skip", default="", help="comma list of methods to skip: hf_eager,hf_static,zoo_ref")
     p.add_argument("--out", default="bench/out")
+    p.add_argument("--batches", default="1,8", help="decode batch sizes")
+    p.add_argument("--parts", default="check,vision,decode,image_ttft")
     args = p.parse_args(argv)
     device, dtype = torch.device(args.device), torch.bfloat16
     skip = set(filter(None, args.skip.split(",")))
@@ -93,19 +95,12 @@ def main(argv=None):
     results, notes = {}, {"setup_s": {"zoo.compile (patterns)": time.perf_counter() - t0}}
     print(f"weights ready; {sum(p.numel() for p in ours.parameters()) / 1e9:.2f}B params", flush=True)
 
-    # ---- bf16 equivalence: 32 decode steps fed the same tokens (image prompt), logits per step
-    ids, pixels, grid = image_prompt(config, sizes[0], device=device)
-    with torch.no_grad():
-        tokens, logits = compiled.generate(ids, pixel_values=pixels, image_grid_thw=grid, max_new_tokens=32,
-                                           eos_token_id=[], return_logits=True)
-        full = ours(torch.cat([ids, tokens], 1), pixel_values=pixels, image_grid_thw=grid)
-    ref = full[:, ids.shape[1] - 1: ids.shape[1] - 1 + tokens.shape[1]]
-    per_step = [relative_error(logits[:, i].float(), ref[:, i].float()) for i in range(tokens.shape[1])]
-    notes["bf16 check: max per-step logits rel err (32 steps, image prompt)"] = max(per_step)
-    print(f"bf16 check: max per-step relative error {max(per_step):.4f}", flush=True)
+    parts = set(args.parts.split(","))
+    if "check" in parts:
+        check_bf16(compiled, ours, config, sizes[0], device, notes)
 
     # ---- vision encoder
-    for size in sizes:
+    for size in (sizes if "vision" in parts else ()):
         _, px, gr = image_prompt(config, size, device=device)
         with torch.no_grad():
             row = {"zoo": timed(lambda: compiled.encode_vision(px, gr), device, 10)}
@@ -116,7 +111,7 @@ def main(argv=None):
         print(f"vision {size}: {results[f'vision {size}x{size} (ms)']}", flush=True)
 
     # ---- TTFT and decode
-    for batch in (1, 8):
+    for batch in ([int(b) for b in args.batches.split(",")] if "decode" in parts else ()):
         ids = torch.randint(10, 1000, (batch, prompt_len), device=device)
         runs = {"zoo": lambda n: compiled.generate(ids, max_new_tokens=n, eos_token_id=[])}
         if "zoo_ref" not in skip and batch == 1:
@@ -137,13 +132,39 @@ def main(argv=None):
         results[f"decode tok/s, batch {batch}, prompt {prompt_len}"] = row
         if batch == 1:
             results[f"TTFT {prompt_len}-token prompt (ms)"] = ttft
-    ids, px, gr = image_prompt(config, sizes[0], device=device)
+    if "image_ttft" in parts:
+        image_ttft(compiled, hf, config, sizes[0], device, skip, results)
+    report(results, notes, compiled, args, device)
+
+
+def image_ttft(compiled, hf, config, size, device, skip, results):
+    ids, px, gr = image_prompt(config, size, device=device)
     row = {"zoo": timed(lambda: compiled.generate(ids, pixel_values=px, image_grid_thw=gr, max_new_tokens=1,
                                                   eos_token_id=[]), device)}
     if "hf_eager" not in skip:
         row["hf_eager"] = timed(lambda: hf_generate(hf, ids, 1, False, px, gr), device)
-    results[f"TTFT image prompt {sizes[0]}x{sizes[0]} (ms)"] = {k: v * 1e3 for k, v in row.items()}
-    report(results, notes, compiled, args, device)
+    results[f"TTFT image prompt {size}x{size} (ms)"] = {k: v * 1e3 for k, v in row.items()}
+
+
+def check_bf16(compiled, ours, config, size, device, notes):
+    """32 decode steps of zoo (bf16), then the same tokens through zoo_ref's no-cache forward in bf16 and in
+    fp32: per-step logits errors of zoo and of zoo_ref itself against fp32, and zoo against zoo_ref."""
+    import copy
+    ids, pixels, grid = image_prompt(config, size, device=device)
+    with torch.no_grad():
+        tokens, logits = compiled.generate(ids, pixel_values=pixels, image_grid_thw=grid, max_new_tokens=32,
+                                           eos_token_id=[], return_logits=True)
+        seq = torch.cat([ids, tokens], 1)
+        at = slice(ids.shape[1] - 1, ids.shape[1] - 1 + tokens.shape[1])
+        ref16 = ours(seq, pixel_values=pixels, image_grid_thw=grid)[:, at].float()
+        ref32 = copy.deepcopy(ours).float()(seq, pixel_values=pixels.float(), image_grid_thw=grid)[:, at]
+    steps = range(tokens.shape[1])
+    err = {name: max(relative_error(a[:, i].float(), b[:, i]) for i in steps)
+           for name, a, b in (("zoo bf16 vs zoo_ref bf16", logits, ref16), ("zoo bf16 vs fp32", logits, ref32),
+                              ("zoo_ref bf16 vs fp32", ref16, ref32))}
+    for name, e in err.items():
+        notes[f"max per-step logits rel err over 32 decode steps (image prompt): {name}"] = e
+    print(f"bf16 check: {err}", flush=True)
 
 
 def report(results, notes, compiled, args, device):

@@ -1,8 +1,9 @@
 """Attention pass: zoo_ref's softmax attention -> fused kernels.
 
 - `zoo_ref.layers.attention` (text GQA over the static cache with per-row masks, vision per-image/frame
-  blocks, MLA naive 192/128) -> aten.scaled_dot_product_attention, which Inductor lowers to the fused
-  flash / memory-efficient kernels (CPU: its flash kernel).
+  blocks, MLA naive 192/128) -> zoo::attention: on CUDA a Triton split-K GQA decode kernel for short
+  query runs (reads each kv head once per group, skips masked blocks), otherwise SDPA's fused
+  flash / memory-efficient kernels; on CPU SDPA's flash kernel.
 - `zoo_ref.deepseek.latent_attention` (absorbed MLA, one 576/512 kv head for all query heads)
   -> zoo::mla_latent_attention (Triton split-K decode kernel on CUDA).
 """
@@ -20,12 +21,7 @@ def _search_attention(q, k, v, mask, scale):
 
 
 def _replace_attention(q, k, v, mask, scale):
-    # GQA: repeat kv heads so the masked memory-efficient kernel applies (flash takes no mask).
-    n_rep = q.shape[1] // k.shape[1]
-    if n_rep > 1:
-        k = k.repeat_interleave(n_rep, dim=1)
-        v = v.repeat_interleave(n_rep, dim=1)
-    return torch.ops.aten.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    return torch.ops.zoo.attention(q, k, v, mask, scale)
 
 
 def _search_latent(q_lat, q_pe, kv, pe, mask, scale):

@@ -8,7 +8,7 @@ Single-token calls (decode) replay a CUDA graph per (cache, batch) on GPU.
 import torch
 from torch import nn
 
-from zoo_ref.deepseek.mla import MLA, MLACache, attention_mask
+from zoo_ref.deepseek.mla import MLA, MLACache, attention_mask, raise_for_flags, value_flags
 
 from .compiler import Compiler
 from .cuda_graphs import GraphRunner
@@ -41,13 +41,17 @@ class CompiledMLA:
         return self.mla.new_cache(batch, max_len, dtype, device)
 
     def _step(self, x, kv, pe, start_pos, seq_lens, mode):
+        """-> (y, flags). The value checks run on the device: when `flags` has any bit set, nothing was
+        written (so the caller can raise with the cache intact) and y is meaningless."""
         mla, t = self.mla, x.shape[1]
+        flags = value_flags(t, kv.shape[1], start_pos, seq_lens)
         positions = start_pos[:, None] + torch.arange(t, device=x.device)
         valid = torch.arange(t, device=x.device)[None, :] < seq_lens[:, None]
         q_nope, q_pe, latent, k_pe = mla.project(x, positions)
-        torch.ops.zoo.mla_cache_write_(kv, pe, latent, k_pe, start_pos, seq_lens)
+        write_lens = torch.where(flags.any(), torch.zeros_like(seq_lens), seq_lens)
+        torch.ops.zoo.mla_cache_write_(kv, pe, latent, k_pe, start_pos, write_lens)
         out = mla.attend(q_nope, q_pe, kv, pe, attention_mask(positions, valid, kv.shape[1]), mode)
-        return mla.output(out, valid)
+        return mla.output(out, valid), flags
 
     def _absorb_step(self, x, kv, pe, start_pos, seq_lens):
         return self._step(x, kv, pe, start_pos, seq_lens, "absorb")
@@ -72,20 +76,24 @@ class CompiledMLA:
             raise ValueError(f"mode must be 'absorb' or 'naive', got {mode!r}")
         b, t, _ = x.shape
         seq_lens = torch.full((b,), t, dtype=torch.long, device=x.device) if seq_lens is None else seq_lens
-        self.mla._check(x, cache, start_pos, seq_lens)
+        self.mla.check_shapes(x, cache, start_pos, seq_lens)
         step = self._steps[mode]
         if not (self.cuda_graphs and t == 1):
             if t > 1:
                 torch._dynamo.mark_dynamic(x, 1)
-            return step(x, cache.kv, cache.pe, start_pos, seq_lens)
-        key = (cache.kv.data_ptr(), b, mode)
-        if key not in self._inputs:
-            self._inputs[key] = _StepInputs(x, start_pos, seq_lens)
-        inputs = self._inputs[key]
-        inputs.x.copy_(x)
-        inputs.start_pos.copy_(start_pos)
-        inputs.seq_lens.copy_(seq_lens)
-        return self.graphs.run(key, step, inputs.x, cache.kv, cache.pe, inputs.start_pos, inputs.seq_lens,
-                               state=inputs).clone()
+            y, flags = step(x, cache.kv, cache.pe, start_pos, seq_lens)
+        else:
+            key = (cache.kv.data_ptr(), b, mode)
+            if key not in self._inputs:
+                self._inputs[key] = _StepInputs(x, start_pos, seq_lens)
+            inputs = self._inputs[key]
+            inputs.x.copy_(x)
+            inputs.start_pos.copy_(start_pos)
+            inputs.seq_lens.copy_(seq_lens)
+            y, flags = self.graphs.run(key, step, inputs.x, cache.kv, cache.pe, inputs.start_pos, inputs.seq_lens,
+                                       state=inputs)
+            y = y.clone()
+        raise_for_flags(flags.tolist(), t, cache.max_len, start_pos, seq_lens)  # waits for the step: one sync
+        return y
 
     forward = __call__

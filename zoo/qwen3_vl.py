@@ -29,7 +29,18 @@ class DecodeState(nn.Module):
             self.register_buffer(name, torch.zeros(shape, dtype=dtype, device=device), persistent=False)
 
 
+class _Buffers(nn.Module):
+    """Static input buffers of a captured graph."""
+
+    def __init__(self, **tensors):
+        super().__init__()
+        for name, t in tensors.items():
+            self.register_buffer(name, t.clone(), persistent=False)
+
+
 class CompiledQwen3VL:
+    EOS_CHECK_EVERY = 8
+
     def __init__(self, model, max_batch_size=8, max_seq_len=2048, cuda_graphs=True, passes=("attention", "rope")):
         self.model, self.config = model.eval(), model.config
         w = model.lm_head.weight
@@ -45,6 +56,7 @@ class CompiledQwen3VL:
         self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
         self.graphs = GraphRunner() if self.cuda_graphs else None
         self._prefills = {}  # (bucket, all_logits) -> compiled prefill (dynamic length)
+        self._layouts, self._vision_inputs = {}, {}  # per distinct image/video grids
         self._vision = self.compiler(model.model.visual.encode, "vision", dynamic=True)
         self._decoders = {}
         self._register_patterns()
@@ -94,9 +106,21 @@ class CompiledQwen3VL:
             buf.zero_()
 
     # ------------------------------------------------------------------ pieces
+    @torch.no_grad()
     def encode_vision(self, pixels, grid_thw):
-        visual = self.model.model.visual
-        return self._vision(pixels.to(self.dtype), *visual.layout(grid_thw))
+        """The compiled vision encoder; on GPU one CUDA graph per distinct set of grids (layout memoized)."""
+        key = tuple(map(tuple, grid_thw.tolist()))
+        if key not in self._layouts:
+            self._layouts[key] = self.model.model.visual.layout(grid_thw)
+        layout = self._layouts[key]
+        if not self.cuda_graphs:
+            return self._vision(pixels.to(self.dtype), *layout)
+        if key not in self._vision_inputs:
+            self._vision_inputs[key] = _Buffers(pixels=pixels.to(self.dtype))
+        inputs = self._vision_inputs[key]
+        inputs.pixels.copy_(pixels)
+        merged, levels = self.graphs.run(("vision", key), self._vision, inputs.pixels, *layout, state=inputs)
+        return merged.clone(), [x.clone() for x in levels]
 
     def _bucket(self, b):
         for bucket in self.buckets:
@@ -192,18 +216,24 @@ class CompiledQwen3VL:
         run = (lambda: self.graphs.run((bucket, params), step, self.caches[bucket], state)) if self.cuda_graphs \
             else (lambda: step(self.caches[bucket], state))
         done = torch.zeros(b, dtype=torch.bool, device=self.device)
-        out, all_logits = [], [logits[:b]]
+        out, all_done, all_logits = [], [], [logits[:b]]
         token = first[:b]
         for i in range(max_new_tokens):
             token = torch.where(done, torch.full_like(token, pad), token)
             out.append(token)
-            done |= torch.isin(token, eos)
-            if i == max_new_tokens - 1 or bool(done.all()):
+            done = done | torch.isin(token, eos)
+            all_done.append(done.all())
+            # Reading `done` syncs with the GPU, so only look every few steps: the queue stays full.
+            if i == max_new_tokens - 1 or (i % self.EOS_CHECK_EVERY == 0 and bool(done.all())):
                 break
             state.tokens[:b] = token  # finished rows feed padding, like the reference
             logits = run()
             if return_logits:
                 all_logits.append(logits[:b].clone())
             token = state.tokens[:b].clone()
-        tokens = torch.stack(out, dim=1)
-        return (tokens, torch.stack(all_logits[:tokens.shape[1]], dim=1)) if return_logits else tokens
+        n = len(out)
+        if eos.numel():  # drop steps taken after every row had finished
+            finished = torch.stack(all_done).nonzero()
+            n = int(finished[0, 0]) + 1 if len(finished) else n
+        tokens = torch.stack(out[:n], dim=1)
+        return (tokens, torch.stack(all_logits[:n], dim=1)) if return_logits else tokens

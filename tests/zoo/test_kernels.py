@@ -11,10 +11,11 @@ triton = pytest.importorskip("triton")
 DEVICE = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda"  # interpreter set in conftest.py
 
 from zoo.kernels.cache_write import cache_write_triton  # noqa: E402
+from zoo.kernels.gqa_decode import gqa_decode_triton  # noqa: E402
 from zoo.kernels.mla_decode import mla_decode_triton  # noqa: E402
 from zoo.kernels.rope import rope_triton  # noqa: E402
 from zoo_ref.deepseek.mla import latent_attention  # noqa: E402
-from zoo_ref.layers import rotate  # noqa: E402
+from zoo_ref.layers import attention, rotate  # noqa: E402
 
 
 def _rand(*shape, g):
@@ -53,6 +54,21 @@ def test_mla_decode_matches_latent_attention(b, t, h, c, r, s, splits, seed):
     out = mla_decode_triton(q_lat, q_pe, kv, pe, mask, 0.3, n_splits=splits)
     torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-5)
     assert torch.all(out[0, 0] == 0)
+
+
+@settings(max_examples=15)
+@given(b=st.integers(1, 3), t=st.integers(1, 3), hkv=st.sampled_from([1, 2]), n_rep=st.sampled_from([1, 2, 3]),
+       d=st.sampled_from([8, 16, 64]), s=st.integers(1, 90), splits=st.sampled_from([None, 1, 2]),
+       seed=st.integers(0, 999))
+def test_gqa_decode_matches_zoo_ref_attention(b, t, hkv, n_rep, d, s, splits, seed):
+    g = torch.Generator().manual_seed(seed)
+    q = _rand(b, t, hkv * n_rep, d, g=g).transpose(1, 2)  # [B, H, T, D] as a transposed view, like the model
+    k, v = _rand(b, hkv, s, d, g=g), _rand(b, hkv, s, d, g=g)
+    mask = (torch.rand(b, 1, t, s, generator=g) < 0.7).to(DEVICE)
+    mask[..., 0] = True  # every query sees at least one key (the reference averages empty rows)
+    want = attention(q, k, v, mask, 0.25)
+    out = gqa_decode_triton(q, k, v, mask, 0.25, block_n=16, n_splits=splits)
+    torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-5)
 
 
 @settings(max_examples=10)

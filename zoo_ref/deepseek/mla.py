@@ -86,6 +86,13 @@ class MLA(nn.Module):
         return q_nope, q_pe, self.kv_a_layernorm(latent), k_pe[:, :, 0, :]
 
     def _check(self, x, cache, start_pos, seq_lens):
+        self.check_shapes(x, cache, start_pos, seq_lens)
+        t = x.shape[1]
+        raise_for_flags(value_flags(t, cache.max_len, start_pos, seq_lens).tolist(), t, cache.max_len, start_pos,
+                        seq_lens)  # one host sync for both value checks
+
+    def check_shapes(self, x, cache, start_pos, seq_lens):
+        """Everything checkable without reading device values."""
         c, (b, t) = self.config, x.shape[:2]
         if x.ndim != 3 or x.shape[-1] != c.hidden_size:
             raise ValueError(f"x must be [B, T, {c.hidden_size}], got {tuple(x.shape)}")
@@ -99,14 +106,6 @@ class MLA(nn.Module):
         if not (x.device == cache.kv.device == start_pos.device == seq_lens.device == self.kv_b_proj.weight.device):
             raise ValueError(f"device mismatch: x {x.device}, cache {cache.kv.device}, start_pos {start_pos.device}, "
                              f"seq_lens {seq_lens.device}, weights {self.kv_b_proj.weight.device}")
-        end = start_pos + seq_lens
-        bad = torch.stack([((seq_lens < 0) | (seq_lens > t) | (start_pos < 0)).any(), (end > cache.max_len).any()])
-        bad_range, overflow = bad.tolist()  # one host sync for both checks
-        if bad_range:
-            raise ValueError(f"need 0 <= seq_lens <= T = {t} and start_pos >= 0; got seq_lens {seq_lens.tolist()}, "
-                             f"start_pos {start_pos.tolist()}")
-        if overflow:
-            raise ValueError(f"cache overflow: start_pos + seq_lens = {end.tolist()} exceeds max_len {cache.max_len}")
 
     # ------------------------------------------------------------------ forward
     def forward(self, x, cache: MLACache, start_pos, seq_lens=None, mode="absorb"):
@@ -148,6 +147,22 @@ class MLA(nn.Module):
         """o_proj; padding tokens give zeros. out: [B, T, H, V], valid: bool [B, T]."""
         y = self.o_proj(out.reshape(*out.shape[:2], -1))
         return y * valid[:, :, None].to(y.dtype)
+
+
+def value_flags(t, max_len, start_pos, seq_lens):
+    """bool [2]: (a length or start out of range, the cache would overflow), computed on the device."""
+    bad_range = ((seq_lens < 0) | (seq_lens > t) | (start_pos < 0)).any()
+    return torch.stack([bad_range, (start_pos + seq_lens > max_len).any()])
+
+
+def raise_for_flags(flags, t, max_len, start_pos, seq_lens):
+    bad_range, overflow = flags
+    if bad_range:
+        raise ValueError(f"need 0 <= seq_lens <= T = {t} and start_pos >= 0; got seq_lens {seq_lens.tolist()}, "
+                         f"start_pos {start_pos.tolist()}")
+    if overflow:
+        raise ValueError(f"cache overflow: start_pos + seq_lens = {(start_pos + seq_lens).tolist()} exceeds max_len "
+                         f"{max_len}")
 
 
 def write_cache(cache: MLACache, latent, k_pe, positions, valid):
