@@ -75,8 +75,14 @@ class Replacement:
         self.patterns.add(str(pattern))
 
         def handler(match, *_, **kwargs):
-            self.replaced_sites.append(site_of(match.output_nodes()[0]))
+            out = match.output_nodes()[0]
+            self.replaced_sites.append(site_of(out))
+            stack, before = out.meta.get("nn_module_stack"), set(match.graph.nodes)
             match.replace_by_example(self.replace, [kwargs[n] for n in self.argnames])
+            if stack:  # the replacement belongs to the same module (layer) as what it replaced
+                for node in match.graph.nodes:
+                    if node not in before:
+                        node.meta.setdefault("nn_module_stack", stack)
         register_graph_pattern(pattern, extra_check=self.extra_check or (lambda m: True),
                                pass_dict=self.matcher)(handler)
 

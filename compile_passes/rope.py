@@ -46,7 +46,9 @@ def pair_qk(graph: torch.fx.Graph) -> int:
             x, cos, sin = node.args
             groups[(cos, sin, site_of(node))].append(node)
     fused = 0
-    for (cos, sin, _), nodes in groups.items():
+    for (cos, sin, site), nodes in groups.items():
+        if site == "-" and len(nodes) > 2:  # no layer information: pairing by order would be a guess
+            continue
         for q_node, k_node in zip(nodes[0::2], nodes[1::2]):
             with graph.inserting_after(k_node):
                 call = graph.call_function(auto_functionalized, (torch.ops.zoo.rope_.default,),

@@ -57,8 +57,8 @@ def test_every_site_replaced_and_no_recompiles(models):
     assert {name for name, _ in report.per_graph} >= {"vision", "prefill[b=1]", "decode[b=1]"}
     assert all(n == 1 for name, n in report.graphs.items() if name != "vision"), report.graphs
     assert report.counts["attention"] == max(text, vision) and report.graph_breaks == 0
-    assert set(report.sites["attention"]) == {f"layers.{i}" for i in range(text)} | {f"blocks.{i}" for i in
-                                                                                      range(vision)}
+    every_layer = {f"layers.{i}" for i in range(text)} | {f"blocks.{i}" for i in range(vision)}
+    assert set(report.sites["attention"]) == every_layer and set(report.sites["rope"]) == every_layer
     text_report = str(report)
     assert "attention" in text_report and "rope" in text_report and "CUDA graphs live: 0" in text_report
 
