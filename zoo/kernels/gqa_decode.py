@@ -8,6 +8,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .splitk import merge_splits, online_softmax_step, split_plan, store_split
+
 
 @triton.jit
 def _gqa_split_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, lse_ptr, scale, q_b, q_h, q_t, k_b, k_h, k_s,
@@ -39,22 +41,8 @@ def _gqa_split_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, lse_ptr, scale, q_b,
             k = tl.load(k_ptr + b * k_b + g * k_h + offs[:, None] * k_s + d[None, :], mask=kv_mask, other=0.0)
             v = tl.load(v_ptr + b * v_b + g * v_h + offs[:, None] * v_s + d[None, :], mask=kv_mask, other=0.0)
             s = tl.dot(q, tl.trans(k), input_precision=PRECISION)
-            s = tl.where(allowed[None, :], s * scale, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, axis=1))
-            p = tl.exp(s - m_new[:, None])
-            alpha = tl.exp(m_i - m_new)
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
-            l_i = l_i * alpha + tl.sum(p, axis=1)
-            m_i = m_new
-    has = l_i > 0
-    out = acc / tl.where(has, l_i, 1.0)[:, None]
-    row = (bt * H + heads) * n_splits + sp
-    tl.store(o_ptr + row[:, None] * BD + d[None, :], out, mask=hm[:, None])
-    tl.store(lse_ptr + row, tl.where(has, m_i + tl.log(tl.where(has, l_i, 1.0)), float("-inf")), mask=hm)
-
-
-def _cdiv(a, b):
-    return -(-a // b)
+            m_i, l_i, acc = online_softmax_step(s * scale, allowed, v, m_i, l_i, acc, PRECISION)
+    store_split(o_ptr, lse_ptr, (bt * H + heads) * n_splits + sp, acc, l_i, m_i, hm, BD)
 
 
 def gqa_decode_triton(q, k, v, mask, scale, block_n=64, n_splits=None):
@@ -66,18 +54,12 @@ def gqa_decode_triton(q, k, v, mask, scale, block_n=64, n_splits=None):
     mask = mask.expand(b, 1, t, s).reshape(b * t, s).contiguous()
     bd = triton.next_power_of_2(max(d, 16))
     block_h = max(16, triton.next_power_of_2(n_rep))
-    if n_splits is None:  # fill the GPU with whole key blocks
-        sms = torch.cuda.get_device_properties(q.device).multi_processor_count if q.is_cuda else 4
-        n_splits = max(1, min(_cdiv(s, block_n), _cdiv(2 * sms, b * t * hkv)))
-    split_len = _cdiv(_cdiv(s, n_splits), block_n) * block_n
-    n_splits = _cdiv(s, split_len)
+    split_len, n_splits = split_plan(s, block_n, b * t * hkv, q.device, n_splits)
     o = torch.empty(b * t, h, n_splits, bd, dtype=torch.float32, device=q.device)
     lse = torch.empty(b * t, h, n_splits, dtype=torch.float32, device=q.device)
     _gqa_split_kernel[(b * t, hkv, n_splits)](
         q, k, v, mask, o, lse, scale, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), t, s, h, split_len, N_REP=n_rep, D=d, BD=bd, BLOCK_H=block_h,
         BLOCK_N=block_n, PRECISION="ieee" if q.dtype == torch.float32 else "tf32", num_warps=4, num_stages=2)
-    top = lse.amax(-1, keepdim=True)
-    w = torch.exp(lse - torch.where(torch.isfinite(top), top, 0.0))
-    out = (w[..., None] * o[..., :d]).sum(2) / w.sum(-1, keepdim=True).clamp_min(1e-30)  # [B*T, H, D]
+    out = merge_splits(o, lse, d)  # [B*T, H, D]
     return out.view(b, t, h, d).transpose(1, 2).contiguous().to(q.dtype)

@@ -9,6 +9,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .splitk import merge_splits, online_softmax_step, split_plan, store_split
+
 
 @triton.jit
 def _mla_split_kernel(ql_ptr, qp_ptr, kv_ptr, pe_ptr, mask_ptr, o_ptr, lse_ptr, scale,
@@ -43,22 +45,8 @@ def _mla_split_kernel(ql_ptr, qp_ptr, kv_ptr, pe_ptr, mask_ptr, o_ptr, lse_ptr, 
                          mask=allowed[:, None] & (r[None, :] < R), other=0.0)
             s = tl.dot(q_lat, tl.trans(kv), input_precision=PRECISION) + \
                 tl.dot(q_pe, tl.trans(pe), input_precision=PRECISION)  # [BLOCK_H, BLOCK_N] fp32
-            s = tl.where(allowed[None, :], s * scale, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, axis=1))
-            p = tl.exp(s - m_new[:, None])
-            alpha = tl.exp(m_i - m_new)
-            acc = acc * alpha[:, None] + tl.dot(p.to(kv.dtype), kv, input_precision=PRECISION)
-            l_i = l_i * alpha + tl.sum(p, axis=1)
-            m_i = m_new
-    has = l_i > 0
-    out = acc / tl.where(has, l_i, 1.0)[:, None]
-    row = (bt * H + heads) * n_splits + sp
-    tl.store(o_ptr + row[:, None] * BC + c[None, :], out, mask=hm[:, None])
-    tl.store(lse_ptr + row, tl.where(has, m_i + tl.log(tl.where(has, l_i, 1.0)), float("-inf")), mask=hm)
-
-
-def _cdiv(a, b):
-    return -(-a // b)
+            m_i, l_i, acc = online_softmax_step(s * scale, allowed, kv, m_i, l_i, acc, PRECISION)  # values = kv
+    store_split(o_ptr, lse_ptr, (bt * H + heads) * n_splits + sp, acc, l_i, m_i, hm, BC)
 
 
 def mla_decode_triton(q_lat, q_pe, kv, pe, mask, scale, block_h=16, block_n=32, n_splits=None):
@@ -70,12 +58,8 @@ def mla_decode_triton(q_lat, q_pe, kv, pe, mask, scale, block_h=16, block_n=32, 
         q_lat, q_pe = q_lat.contiguous(), q_pe.contiguous()
     mask = mask.reshape(b * t, s).contiguous()
     bc, br = triton.next_power_of_2(max(c, 16)), triton.next_power_of_2(max(r, 16))
-    head_blocks = _cdiv(h, block_h)
-    if n_splits is None:  # enough programs to fill the GPU, splits of whole key blocks
-        sms = torch.cuda.get_device_properties(q_lat.device).multi_processor_count if q_lat.is_cuda else 4
-        n_splits = max(1, min(_cdiv(s, block_n), _cdiv(2 * sms, b * t * head_blocks)))
-    split_len = _cdiv(_cdiv(s, n_splits), block_n) * block_n
-    n_splits = _cdiv(s, split_len)
+    head_blocks = -(-h // block_h)
+    split_len, n_splits = split_plan(s, block_n, b * t * head_blocks, q_lat.device, n_splits)
     o = torch.empty(b * t, h, n_splits, bc, dtype=torch.float32, device=q_lat.device)
     lse = torch.empty(b * t, h, n_splits, dtype=torch.float32, device=q_lat.device)
     _mla_split_kernel[(b * t, head_blocks, n_splits)](
@@ -83,8 +67,4 @@ def mla_decode_triton(q_lat, q_pe, kv, pe, mask, scale, block_h=16, block_n=32, 
         kv.stride(0), kv.stride(1), pe.stride(0), pe.stride(1), t, h, s, split_len, C=c, R=r, BC=bc, BR=br,
         BLOCK_H=block_h, BLOCK_N=block_n, num_warps=4, num_stages=2,
         PRECISION="ieee" if q_lat.dtype == torch.float32 else "tf32")  # fp32 in, fp32 math (no TF32)
-    # merge splits: weights softmax(lse) over splits; a query with no allowed key gives zeros
-    top = lse.amax(-1, keepdim=True)
-    w = torch.exp(lse - torch.where(torch.isfinite(top), top, 0.0))
-    out = (w[..., None] * o[..., :c]).sum(2) / w.sum(-1, keepdim=True).clamp_min(1e-30)
-    return out.view(b, t, h, c).to(q_lat.dtype)
+    return merge_splits(o, lse, c).view(b, t, h, c).to(q_lat.dtype)
