@@ -5,6 +5,16 @@ A graph's inputs and outputs are static buffers (the cache, a DecodeState): call
 them before `run` and read the returned output tensor, which the next replay overwrites.
 """
 import torch
+from torch import nn
+
+
+class StaticBuffers(nn.Module):
+    """Named tensors at fixed addresses: a captured graph's inputs, outputs and state."""
+
+    def __init__(self, **tensors):
+        super().__init__()
+        for name, t in tensors.items():
+            self.register_buffer(name, t.clone(), persistent=False)
 
 
 class GraphRunner:

@@ -6,21 +6,11 @@ mask instead of slicing to the longest row, so shapes never depend on data and d
 Single-token calls (decode) replay a CUDA graph per (cache, batch) on GPU.
 """
 import torch
-from torch import nn
 
 from zoo_ref.deepseek.mla import MLA, MLACache, attention_mask, raise_for_flags, value_flags
 
 from .compiler import Compiler
-from .cuda_graphs import GraphRunner
-
-
-class _StepInputs(nn.Module):
-    """Static input buffers of a captured decode graph."""
-
-    def __init__(self, x, start_pos, seq_lens):
-        super().__init__()
-        for name, t in (("x", x), ("start_pos", start_pos), ("seq_lens", seq_lens)):
-            self.register_buffer(name, t.clone(), persistent=False)
+from .cuda_graphs import GraphRunner, StaticBuffers
 
 
 class CompiledMLA:
@@ -85,7 +75,7 @@ class CompiledMLA:
         else:
             key = (cache.kv.data_ptr(), b, mode)
             if key not in self._inputs:
-                self._inputs[key] = _StepInputs(x, start_pos, seq_lens)
+                self._inputs[key] = StaticBuffers(x=x, start_pos=start_pos, seq_lens=seq_lens)
             inputs = self._inputs[key]
             inputs.x.copy_(x)
             inputs.start_pos.copy_(start_pos)

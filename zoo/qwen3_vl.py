@@ -15,27 +15,15 @@ from zoo_ref.qwen3_vl.text import KVCache
 from zoo_ref.sampling import SamplingParams, sample_next
 
 from .compiler import Compiler
-from .cuda_graphs import GraphRunner
+from .cuda_graphs import GraphRunner, StaticBuffers
 
 
-class DecodeState(nn.Module):
-    """Everything a decode step reads and advances, as static buffers (the CUDA graph's inputs/outputs)."""
-
-    def __init__(self, batch, max_len, vocab, device):
-        super().__init__()
-        for name, shape, dtype in (("tokens", (batch,), torch.long), ("positions", (batch,), torch.long),
-                                   ("slot", (1,), torch.long), ("key_valid", (batch, max_len), torch.bool),
-                                   ("seen", (batch, vocab), torch.bool)):
-            self.register_buffer(name, torch.zeros(shape, dtype=dtype, device=device), persistent=False)
-
-
-class _Buffers(nn.Module):
-    """Static input buffers of a captured graph."""
-
-    def __init__(self, **tensors):
-        super().__init__()
-        for name, t in tensors.items():
-            self.register_buffer(name, t.clone(), persistent=False)
+def decode_state(batch, max_len, vocab, device):
+    """Everything a decode step reads and advances (the CUDA graph's inputs and outputs)."""
+    def zeros(*shape, dtype=torch.long):
+        return torch.zeros(shape, dtype=dtype, device=device)
+    return StaticBuffers(tokens=zeros(batch), positions=zeros(batch), slot=zeros(1),
+                         key_valid=zeros(batch, max_len, dtype=torch.bool), seen=zeros(batch, vocab, dtype=torch.bool))
 
 
 class CompiledQwen3VL:
@@ -51,7 +39,7 @@ class CompiledQwen3VL:
         full = [KVCache(max_batch_size, c.num_key_value_heads, max_seq_len, c.head_dim, self.dtype, self.device)
                 for _ in range(c.num_hidden_layers)]
         self.caches = {b: nn.ModuleList(KVCache.over(x.k[:b], x.v[:b]) for x in full) for b in self.buckets}
-        self.states = {b: DecodeState(b, max_seq_len, c.vocab_size, self.device) for b in self.buckets}
+        self.states = {b: decode_state(b, max_seq_len, c.vocab_size, self.device) for b in self.buckets}
         self.placeholders = torch.tensor([self.config.image_token_id, self.config.video_token_id], device=self.device)
         self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
         self.graphs = GraphRunner() if self.cuda_graphs else None
@@ -116,7 +104,7 @@ class CompiledQwen3VL:
         if not self.cuda_graphs:
             return self._vision(pixels.to(self.dtype), *layout)
         if key not in self._vision_inputs:
-            self._vision_inputs[key] = _Buffers(pixels=pixels.to(self.dtype))
+            self._vision_inputs[key] = StaticBuffers(pixels=pixels.to(self.dtype))
         inputs = self._vision_inputs[key]
         inputs.pixels.copy_(pixels)
         merged, levels = self.graphs.run(("vision", key), self._vision, inputs.pixels, *layout, state=inputs)

@@ -1,5 +1,4 @@
 """In-place RoPE for q and k in one launch: one program per token, all heads of q and k."""
-import torch
 import triton
 import triton.language as tl
 

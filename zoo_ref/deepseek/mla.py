@@ -93,7 +93,7 @@ class MLA(nn.Module):
 
     def check_shapes(self, x, cache, start_pos, seq_lens):
         """Everything checkable without reading device values."""
-        c, (b, t) = self.config, x.shape[:2]
+        c, b = self.config, x.shape[0]
         if x.ndim != 3 or x.shape[-1] != c.hidden_size:
             raise ValueError(f"x must be [B, T, {c.hidden_size}], got {tuple(x.shape)}")
         if cache.kv.shape[0] != b:
