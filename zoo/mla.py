@@ -7,7 +7,7 @@ Single-token calls (decode) replay a CUDA graph per (cache, batch) on GPU.
 """
 import torch
 
-from zoo_ref.deepseek.mla import MLA, MLACache, attention_mask, raise_for_flags, value_flags
+from zoo_ref.deepseek.mla import MLA, MLACache, attention_mask, raise_for_flags, token_slots, value_flags
 
 from .compiler import Compiler
 from .cuda_graphs import GraphRunner, StaticBuffers
@@ -35,8 +35,7 @@ class CompiledMLA:
         written (so the caller can raise with the cache intact) and y is meaningless."""
         mla, t = self.mla, x.shape[1]
         flags = value_flags(t, kv.shape[1], start_pos, seq_lens)
-        positions = start_pos[:, None] + torch.arange(t, device=x.device)
-        valid = torch.arange(t, device=x.device)[None, :] < seq_lens[:, None]
+        positions, valid = token_slots(start_pos, seq_lens, t)
         q_nope, q_pe, latent, k_pe = mla.project(x, positions)
         write_lens = torch.where(flags.any(), torch.zeros_like(seq_lens), seq_lens)
         torch.ops.zoo.mla_cache_write_(kv, pe, latent, k_pe, start_pos, write_lens)

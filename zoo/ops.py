@@ -6,7 +6,7 @@ kernels in zoo/kernels are tested against these bodies (tests/zoo/test_kernels.p
 import torch
 from torch import Tensor
 
-from zoo_ref.deepseek.mla import latent_attention
+from zoo_ref.deepseek.mla import latent_attention, token_slots, write_cache
 from zoo_ref.layers import apply_rotary, rotate
 
 
@@ -94,12 +94,7 @@ def _mla_latent_attention_cuda(q_lat, q_pe, kv, pe, mask, scale):
 def mla_cache_write_(kv_cache: Tensor, pe_cache: Tensor, latent: Tensor, k_pe: Tensor, start_pos: Tensor,
                      seq_lens: Tensor) -> None:
     """kv_cache[b, start_pos[b] + t] = latent[b, t] for t < seq_lens[b] (pe likewise); nothing else changes."""
-    b, t = latent.shape[:2]
-    valid = torch.arange(t, device=latent.device)[None, :] < seq_lens[:, None]
-    rows = torch.arange(b, device=latent.device)[:, None].expand(b, t)
-    slots = start_pos[:, None] + torch.arange(t, device=latent.device)
-    kv_cache[rows[valid], slots[valid]] = latent[valid]
-    pe_cache[rows[valid], slots[valid]] = k_pe[valid]
+    write_cache(kv_cache, pe_cache, latent, k_pe, *token_slots(start_pos, seq_lens, latent.shape[1]))
 
 
 @mla_cache_write_.register_kernel("cuda")

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from zoo_ref.qwen3_vl.model import causal_mask
+from zoo_ref.qwen3_vl.generate import generation_setup
 from zoo_ref.qwen3_vl.positions import mrope_positions
 from zoo_ref.qwen3_vl.text import KVCache
 from zoo_ref.sampling import SamplingParams, sample_next
@@ -174,14 +175,11 @@ class CompiledQwen3VL:
                  return_logits=False):
         """Same arguments and results as zoo_ref's generate (sampling draws from torch's global RNG, seeded
         by `seed`, so sampled tokens differ from the reference's; greedy tokens are the same)."""
-        params = SamplingParams(do_sample, temperature, top_k, top_p, repetition_penalty)
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        params, eos, pad = generation_setup(self.config, max_new_tokens, eos_token_id, pad_token_id, self.device,
+                                            do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
+                                            repetition_penalty=repetition_penalty)
         if seed is not None:
             torch.manual_seed(seed)
-        eos = self.config.eos_token_id if eos_token_id is None else eos_token_id
-        eos = torch.tensor([eos] if isinstance(eos, int) else list(eos), device=self.device, dtype=torch.long)
-        pad = next((p for p in (pad_token_id, self.config.pad_token_id, *eos.tolist()) if p is not None), 0)
         b, t = input_ids.shape
         bucket, x, pos, levels, key_valid, valid, deltas = self._prepare(
             input_ids, attention_mask, max_new_tokens, pixel_values=pixel_values, image_grid_thw=image_grid_thw,

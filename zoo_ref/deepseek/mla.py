@@ -117,11 +117,10 @@ class MLA(nn.Module):
         b, t, _ = x.shape
         seq_lens = torch.full((b,), t, dtype=torch.long, device=x.device) if seq_lens is None else seq_lens
         self._check(x, cache, start_pos, seq_lens)
-        positions = start_pos[:, None] + torch.arange(t, device=x.device)  # [B, T]
-        valid = torch.arange(t, device=x.device)[None, :] < seq_lens[:, None]  # [B, T]
+        positions, valid = token_slots(start_pos, seq_lens, t)
         q_nope, q_pe, latent, k_pe = self.project(x, positions)
 
-        write_cache(cache, latent, k_pe, positions, valid)
+        write_cache(cache.kv, cache.pe, latent, k_pe, positions, valid)
         kv_len = max(int((start_pos + seq_lens).max()), 1)  # only slots some query can see
         kv, pe = cache.kv[:, :kv_len], cache.pe[:, :kv_len]
         out = self.attend(q_nope, q_pe, kv, pe, attention_mask(positions, valid, kv_len), mode)
@@ -165,12 +164,18 @@ def raise_for_flags(flags, t, max_len, start_pos, seq_lens):
                          f"{max_len}")
 
 
-def write_cache(cache: MLACache, latent, k_pe, positions, valid):
-    """cache slots positions[b, t] <- latent / k_pe for valid tokens only."""
+def token_slots(start_pos, seq_lens, t):
+    """-> positions [B, T] (= cache slots: start_pos + t) and valid [B, T] (t < seq_lens)."""
+    steps = torch.arange(t, device=start_pos.device)
+    return start_pos[:, None] + steps, steps[None, :] < seq_lens[:, None]
+
+
+def write_cache(kv, pe, latent, k_pe, positions, valid):
+    """Cache slots positions[b, t] <- latent / k_pe for valid tokens only. kv [B, S, C], pe [B, S, R]."""
     b, t = valid.shape
     rows = torch.arange(b, device=valid.device)[:, None].expand(b, t)
-    cache.kv[rows[valid], positions[valid]] = latent[valid]
-    cache.pe[rows[valid], positions[valid]] = k_pe[valid]
+    kv[rows[valid], positions[valid]] = latent[valid]
+    pe[rows[valid], positions[valid]] = k_pe[valid]
 
 
 def attention_mask(positions, valid, kv_len):

@@ -18,6 +18,17 @@ def new_caches(model, batch, max_len, dtype=None, device=None):
             for _ in range(c.num_hidden_layers)]
 
 
+def generation_setup(config, max_new_tokens, eos_token_id, pad_token_id, device, **sampling):
+    """Validated sampling params, the stop ids (tensor) and the padding id for finished rows."""
+    params = SamplingParams(**sampling)
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    eos = config.eos_token_id if eos_token_id is None else eos_token_id
+    eos = torch.tensor([eos] if isinstance(eos, int) else list(eos), device=device, dtype=torch.long)
+    pad = next((p for p in (pad_token_id, config.pad_token_id, *eos.tolist()) if p is not None), 0)
+    return params, eos, pad
+
+
 @torch.no_grad()
 def generate(model, input_ids, pixel_values=None, image_grid_thw=None, pixel_values_videos=None,
              video_grid_thw=None, attention_mask=None, max_new_tokens=32, do_sample=False, temperature=1.0,
@@ -30,12 +41,9 @@ def generate(model, input_ids, pixel_values=None, image_grid_thw=None, pixel_val
     The image/video placeholder ids are never chosen: they are input-only, and a generated one could not
     be fed back (it would claim visual features that do not exist).
     """
-    params = SamplingParams(do_sample, temperature, top_k, top_p, repetition_penalty)
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    eos = model.config.eos_token_id if eos_token_id is None else eos_token_id
-    eos = torch.tensor([eos] if isinstance(eos, int) else list(eos), device=input_ids.device)
-    pad = next((p for p in (pad_token_id, model.config.pad_token_id, *eos.tolist()) if p is not None), 0)
+    params, eos, pad = generation_setup(model.config, max_new_tokens, eos_token_id, pad_token_id, input_ids.device,
+                                        do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
+                                        repetition_penalty=repetition_penalty)
     generator = None
     if seed is not None:
         generator = torch.Generator(device=input_ids.device).manual_seed(seed)
