@@ -4,13 +4,16 @@
   python bench/mla.py --device cpu --tiny  # seconds, CI smoke
 
 Methods: zoo_ref naive, zoo_ref absorb, transformers' DeepseekV3Attention (eager attention, its DynamicCache).
-Metrics (see ../shared/notes/mla.md):
+Metrics (see ../shared/notes/mla.md). start_pos / seq_lens are CPU tensors (host-known lengths, as a serving
+engine has them) for every method; each moves them to the GPU as it needs. The last row repeats the decode
+task with them on the GPU, where checking them costs a device read per call.
   task   - the harness: each request its own batch-1 call, in order, synchronized after each.
            prefill: mean completion time from the round's start = (4 t1 + 3 t2 + 2 t3 + t4) / 4;
            decode: 100 chained steps per request (output fed back), elapsed / 1600 tokens.
   batched - all requests in one call (prefill: call time) / one step for all 16 (decode: step time / 16).
 """
 import argparse
+import functools
 import json
 import sys
 import time
@@ -58,12 +61,12 @@ class Ours:
         return self.mla(x, cache, start, lens, mode=self.mode)
 
 
-def prefill_task(method, dim, dtype, device, rounds, warmup):
+def prefill_task(method, dim, dtype, device, rounds, warmup, lengths_on="cpu"):
     """Batch-1 calls in order, synchronized after each; mean completion time from the round's start."""
     states = [method.new_cache(1, [h], h + n) for h, n in zip(PREFILL["history"], PREFILL["new"])]
     xs = [torch.rand(1, n, dim, dtype=dtype, device=device) for n in PREFILL["new"]]
-    starts = [torch.tensor([h], device=device) for h in PREFILL["history"]]
-    lens = [torch.tensor([n], device=device) for n in PREFILL["new"]]
+    starts = [torch.tensor([h], device=lengths_on) for h in PREFILL["history"]]
+    lens = [torch.tensor([n], device=lengths_on) for n in PREFILL["new"]]
     totals = []
     for r in range(warmup + rounds):
         sync(device)
@@ -80,11 +83,11 @@ def prefill_task(method, dim, dtype, device, rounds, warmup):
     return sorted(totals)[len(totals) // 2]
 
 
-def prefill_batched(method, dim, dtype, device, rounds, warmup):
+def prefill_batched(method, dim, dtype, device, rounds, warmup, lengths_on="cpu"):
     hist, new = PREFILL["history"], PREFILL["new"]
     state = method.new_cache(len(new), hist, max(h + n for h, n in zip(hist, new)))
     x = torch.rand(len(new), max(new), dim, dtype=dtype, device=device)
-    start, lens = torch.tensor(hist, device=device), torch.tensor(new, device=device)
+    start, lens = torch.tensor(hist, device=lengths_on), torch.tensor(new, device=lengths_on)
     times = []
     for r in range(warmup + rounds):
         sync(device)
@@ -97,14 +100,14 @@ def prefill_batched(method, dim, dtype, device, rounds, warmup):
     return sorted(times[warmup:])[len(times[warmup:]) // 2]
 
 
-def decode_task(method, dim, dtype, device, steps, warmup):
+def decode_task(method, dim, dtype, device, steps, warmup, lengths_on="cpu"):
     """For each request in turn, `steps` chained single-token calls; elapsed / tokens. Every request's cache
     first gets `warmup` untimed steps at the same slots (then cropped back), as prefill gets warm-up rounds:
     one-time per-cache costs (a CUDA graph capture, a cache's first growth) stay out of the steady state."""
     hists = DECODE["history"]
-    one = torch.tensor([1], device=device)
+    one = torch.tensor([1], device=lengths_on)
     states = [method.new_cache(1, [h], h + steps) for h in hists]
-    starts = [[torch.tensor([h + i], device=device) for i in range(steps)] for h in hists]
+    starts = [[torch.tensor([h + i], device=lengths_on) for i in range(steps)] for h in hists]
     for st, ss, h in zip(states, starts, hists):
         x = torch.rand(1, 1, dim, dtype=dtype, device=device)
         for s in ss[:warmup]:
@@ -121,12 +124,12 @@ def decode_task(method, dim, dtype, device, steps, warmup):
     return (time.perf_counter() - t0) / (len(hists) * steps)
 
 
-def decode_batched(method, dim, dtype, device, steps, warmup):
+def decode_batched(method, dim, dtype, device, steps, warmup, lengths_on="cpu"):
     hists = DECODE["history"]
     b = len(hists)
     state = method.new_cache(b, hists, max(hists) + steps + warmup)
-    ones = torch.ones(b, dtype=torch.long, device=device)
-    starts = [torch.tensor(hists, device=device) + i for i in range(warmup + steps)]
+    ones = torch.ones(b, dtype=torch.long, device=lengths_on)
+    starts = [torch.tensor(hists, device=lengths_on) + i for i in range(warmup + steps)]
     x = torch.rand(b, 1, dim, dtype=dtype, device=device)
     for i in range(warmup + steps):
         if i == warmup:
@@ -160,6 +163,7 @@ def floors(c: MLAConfig):
         "prefill batched": max(weight_bytes / H100["bandwidth"], batched_flops / H100["flops"]),
         "decode task": weight_bytes / H100["bandwidth"],
         "decode batched": max(weight_bytes / H100["bandwidth"], dec_flops / H100["flops"]) / b,
+        "decode task, lengths on GPU": weight_bytes / H100["bandwidth"],
     }
 
 
@@ -187,7 +191,8 @@ def main(argv=None):
         methods += [Ours(mla, "naive", compiled), Ours(mla, "absorb", compiled)]
     methods.append(peer)
     scenarios = {"prefill task": (prefill_task, rounds), "prefill batched": (prefill_batched, rounds),
-                 "decode task": (decode_task, steps), "decode batched": (decode_batched, steps)}
+                 "decode task": (decode_task, steps), "decode batched": (decode_batched, steps),
+                 "decode task, lengths on GPU": (functools.partial(decode_task, lengths_on=device), steps)}
     results = {}
     with torch.inference_mode():
         for (scenario, (fn, n)), m in tqdm([(s, m) for s in scenarios.items() for m in methods], desc="mla bench"):
@@ -203,7 +208,8 @@ def write_report(results, floor, args, device):
             f"torch {torch.__version__}, transformers {transformers.__version__}")
     names = list(next(iter(results.values())))
     peer = names[-1]
-    unit = {"prefill task": "ms", "prefill batched": "ms", "decode task": "ms/token", "decode batched": "us/token"}
+    unit = {"prefill task": "ms", "prefill batched": "ms", "decode task": "ms/token", "decode batched": "us/token",
+            "decode task, lengths on GPU": "ms/token"}
     scale = {"ms": 1e3, "ms/token": 1e3, "us/token": 1e6}
     lines = [head, "", "| scenario | unit | " + " | ".join(names) + " | H100 floor | best vs peer | best % of floor |",
              "|---|---|" + "---|" * (len(names) + 3)]

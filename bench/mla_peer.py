@@ -2,6 +2,8 @@
 import torch
 import transformers
 
+from zoo_ref.deepseek.mla import to_device
+
 
 def hf_deepseek_config(d: dict, **overrides):
     """transformers.DeepseekV3Config from a config.json dict (4.57 rope_scaling or 5.x rope_parameters)."""
@@ -47,6 +49,7 @@ class HFMLA:
 
     def __call__(self, x, state, start, lens):
         cache, hist, h_pad = state
+        start, lens = to_device(start, x.device), to_device(lens, x.device)
         b, t, _ = x.shape
         past = cache.get_seq_length()
         cols = torch.arange(past + t, device=x.device)

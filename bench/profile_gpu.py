@@ -28,7 +28,8 @@ def top_kernels(fn, n_calls, label, rows=14):
         torch.cuda.synchronize()
     events = [e for e in prof.key_averages() if e.device_type.name == "CUDA" or e.self_device_time_total > 0]
     total = sum(e.self_device_time_total for e in events) / n_calls
-    print(f"\n== {label}: GPU kernel time {total / 1e3:.3f} ms per call")
+    launches = sum(e.count for e in events if e.device_type.name == "CUDA") / n_calls
+    print(f"\n== {label}: GPU kernel time {total / 1e3:.3f} ms per call, {launches:.0f} kernels per call")
     for e in sorted(events, key=lambda e: -e.self_device_time_total)[:rows]:
         print(f"  {e.self_device_time_total / n_calls / 1e3:8.3f} ms  x{e.count // n_calls:<4} {e.key[:90]}")
 
@@ -60,7 +61,7 @@ def main():
             (key, (graph, _)), = list(compiled.graphs.graphs.items())[:1]
             print(f"decode replay wall {wall(graph.replay, 50):.3f} ms/step; "
                   f"generate(64) {wall(lambda: compiled.generate(ids, max_new_tokens=64, eos_token_id=[]), 2) / 64:.3f} ms/token")
-            top_kernels(graph.replay, 10, "qwen decode step (batch 1, CUDA graph)")
+            top_kernels(graph.replay, 10, "qwen decode step (batch 1, CUDA graph)", rows=30)
         if "vision" in what:
             _, px, gr = image_prompt(config, 448, device=dev)
             layout = compiled.model.model.visual.layout(gr)

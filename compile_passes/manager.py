@@ -52,6 +52,15 @@ class ZooPassManager(CustomGraphPass):
                     self.sites[(kind, site_of(node))] += 1
         self.log.append((self.current, counts))
 
+    def checkpoint(self):
+        return len(self.log), Counter(self.sites)
+
+    def rollback(self, mark):
+        """Forget what was recorded since `checkpoint()` (a compile attempt that was abandoned)."""
+        n, sites = mark
+        del self.log[n:]
+        self.sites = sites
+
     def uuid(self):
         h = hashlib.sha256(get_hash_for_files(_FILES))
         h.update("|".join(self.names).encode())

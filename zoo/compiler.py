@@ -20,11 +20,19 @@ class Compiler:
 
     def __call__(self, fn, name: str, dynamic=False):
         def backend(gm, example_inputs):
-            self.graphs[name] += 1
             self.manager.current = name
-            # The graph caches are off so that the passes run (and report) every time; the manager's
-            # uuid() keeps them correct for anyone who turns them back on.
-            with torch._functorch.config.patch(enable_autograd_cache=False):
-                return compile_fx(gm, example_inputs, config_patches={
-                    "joint_custom_pre_pass": self.manager, "fx_graph_cache": False})
+            mark = self.manager.checkpoint()
+            try:
+                # The graph caches are off so that the passes run (and report) every time; the manager's
+                # uuid() keeps them correct for anyone who turns them back on.
+                with torch._functorch.config.patch(enable_autograd_cache=False):
+                    compiled = compile_fx(gm, example_inputs, config_patches={
+                        "joint_custom_pre_pass": self.manager, "fx_graph_cache": False})
+            except BaseException:
+                # Dynamo may abandon this attempt and trace again (with dynamic=True it restarts once to
+                # specialize float constants such as LayerNorm eps): count only the graph that is kept.
+                self.manager.rollback(mark)
+                raise
+            self.graphs[name] += 1
+            return compiled
         return torch.compile(fn, backend=backend, fullgraph=True, dynamic=dynamic)

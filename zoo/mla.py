@@ -7,7 +7,8 @@ Single-token calls (decode) replay a CUDA graph per (cache, batch) on GPU.
 """
 import torch
 
-from zoo_ref.deepseek.mla import MLA, MLACache, attention_mask, raise_for_flags, token_slots, value_flags
+from zoo_ref.deepseek.mla import (MLA, MLACache, attention_mask, raise_for_flags, to_device, token_slots,
+                                  value_flags)
 
 from .compiler import Compiler
 from .cuda_graphs import GraphRunner, StaticBuffers
@@ -60,29 +61,35 @@ class CompiledMLA:
 
     @torch.no_grad()
     def __call__(self, x, cache: MLACache, start_pos, seq_lens=None, mode="absorb"):
-        """Same contract as zoo_ref.deepseek.MLA.forward."""
+        """Same contract as zoo_ref.deepseek.MLA.forward. With start_pos / seq_lens on the CPU the value
+        checks run on the host and the call never waits for the device; on the device they cost one read."""
         if mode not in self._steps:
             raise ValueError(f"mode must be 'absorb' or 'naive', got {mode!r}")
         b, t, _ = x.shape
-        seq_lens = torch.full((b,), t, dtype=torch.long, device=x.device) if seq_lens is None else seq_lens
+        seq_lens = torch.full((b,), t, dtype=torch.long, device=start_pos.device) if seq_lens is None else seq_lens
         self.mla.check_shapes(x, cache, start_pos, seq_lens)
+        on_host = start_pos.device != x.device
+        if on_host:
+            raise_for_flags(value_flags(t, cache.max_len, start_pos, seq_lens).tolist(), t, cache.max_len,
+                            start_pos, seq_lens)
+        lengths = to_device(torch.stack([start_pos, seq_lens]), x.device)  # [2, B]: start_pos, seq_lens
         step = self._steps[mode]
         if not (self.cuda_graphs and t == 1):
             if t > 1:
                 torch._dynamo.mark_dynamic(x, 1)
-            y, flags = step(x, cache.kv, cache.pe, start_pos, seq_lens)
+            y, flags = step(x, cache.kv, cache.pe, lengths[0], lengths[1])
         else:
             key = (cache.kv.data_ptr(), b, mode)
             if key not in self._inputs:
-                self._inputs[key] = StaticBuffers(x=x, start_pos=start_pos, seq_lens=seq_lens)
+                self._inputs[key] = StaticBuffers(x=x, lengths=lengths)
             inputs = self._inputs[key]
             inputs.x.copy_(x)
-            inputs.start_pos.copy_(start_pos)
-            inputs.seq_lens.copy_(seq_lens)
-            y, flags = self.graphs.run(key, step, inputs.x, cache.kv, cache.pe, inputs.start_pos, inputs.seq_lens,
+            inputs.lengths.copy_(lengths)
+            y, flags = self.graphs.run(key, step, inputs.x, cache.kv, cache.pe, inputs.lengths[0], inputs.lengths[1],
                                        state=inputs)
             y = y.clone()
-        raise_for_flags(flags.tolist(), t, cache.max_len, start_pos, seq_lens)  # waits for the step: one sync
+        if not on_host:  # waits for the step: the one sync
+            raise_for_flags(flags.tolist(), t, cache.max_len, start_pos, seq_lens)
         return y
 
     forward = __call__

@@ -1,4 +1,7 @@
-"""zoo.compile(MLA) == zoo_ref on CPU: mixed batches of prefill-with-history and decode, both modes."""
+"""zoo.compile(MLA) == zoo_ref: mixed batches of prefill-with-history and decode, both modes. On CPU in CI;
+ZOO_TEST_CUDA=1 runs the same on the GPU, where lengths on the CPU take the no-sync path."""
+import os
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -14,37 +17,41 @@ CONFIG = {"model_type": "deepseek_v3", "hidden_size": 64, "num_attention_heads":
           "rope_scaling": {"type": "yarn", "factor": 40, "original_max_position_embeddings": 64, "mscale": 1.0,
                            "mscale_all_dim": 1.0}}
 MAX_LEN = 48
+DEVICE = torch.device("cuda" if os.environ.get("ZOO_TEST_CUDA") else "cpu")
 
 
 @pytest.fixture(scope="module")
 def models():
-    mla = randomize_(MLA(MLAConfig.from_dict(CONFIG)), seed=2).eval()
+    mla = randomize_(MLA(MLAConfig.from_dict(CONFIG)), seed=2).to(DEVICE).eval()
     return mla, zoo.compile(mla)
 
 
 @settings(max_examples=12)
-@given(data=st.data(), mode=st.sampled_from(["absorb", "naive"]), seed=st.integers(0, 2 ** 16))
-def test_mixed_batches_then_decode_match_reference(models, data, mode, seed):
+@given(data=st.data(), mode=st.sampled_from(["absorb", "naive"]), seed=st.integers(0, 2 ** 16),
+       lengths_on=st.sampled_from(["cpu", DEVICE.type]))
+def test_mixed_batches_then_decode_match_reference(models, data, mode, seed, lengths_on):
     mla, compiled = models
     b = 3  # fixed batch: one graph per (mode, T class)
     t = data.draw(st.integers(2, 6), label="T")
-    lens = torch.tensor(data.draw(st.lists(st.integers(0, t), min_size=b, max_size=b), label="seq_lens"))
-    starts = torch.tensor(data.draw(st.lists(st.integers(0, 20), min_size=b, max_size=b), label="start_pos"))
+    lens = torch.tensor(data.draw(st.lists(st.integers(0, t), min_size=b, max_size=b), label="seq_lens"),
+                        device=lengths_on)
+    starts = torch.tensor(data.draw(st.lists(st.integers(0, 20), min_size=b, max_size=b), label="start_pos"),
+                          device=lengths_on)
     g = torch.Generator().manual_seed(seed)
     ref_cache = mla.new_cache(b, MAX_LEN)
-    ref_cache.kv.copy_(torch.randn(ref_cache.kv.shape, generator=g))
+    ref_cache.kv.copy_(torch.randn(ref_cache.kv.shape, generator=g))  # copy_ moves them to DEVICE
     ref_cache.pe.copy_(torch.randn(ref_cache.pe.shape, generator=g))
     cache = mla.new_cache(b, MAX_LEN)
     cache.kv.copy_(ref_cache.kv)
     cache.pe.copy_(ref_cache.pe)
-    x = torch.rand(b, t, CONFIG["hidden_size"], generator=g)
+    x = torch.rand(b, t, CONFIG["hidden_size"], generator=g).to(DEVICE)
     with torch.no_grad():
         ref = mla(x, ref_cache, starts, lens, mode=mode)
     out = compiled(x, cache, starts, lens, mode=mode)
     assert relative_error(out, ref) < 1e-4
     torch.testing.assert_close(cache.kv, ref_cache.kv, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(cache.pe, ref_cache.pe, rtol=1e-5, atol=1e-6)
-    pos, one = starts + lens, torch.ones(b, dtype=torch.long)
+    pos, one = starts + lens, torch.ones(b, dtype=torch.long, device=lengths_on)
     for _ in range(3):  # chained decode: outputs fed back
         with torch.no_grad():
             ref = mla(ref[:, -1:].contiguous() if ref.shape[1] else x[:, :1], ref_cache, pos, one, mode=mode)
@@ -57,10 +64,10 @@ def test_sites_replaced_and_no_recompiles_in_decode(models):
     mla, compiled = models
     cache = mla.new_cache(3, MAX_LEN)
     one = torch.ones(3, dtype=torch.long)
-    compiled(torch.rand(3, 1, 64), cache, torch.tensor([1, 2, 3]), one)
+    compiled(torch.rand(3, 1, 64, device=DEVICE), cache, torch.tensor([1, 2, 3]), one)
     before = dict(zoo.explain(compiled).graphs)
     for i in range(5):
-        compiled(torch.rand(3, 1, 64), cache, torch.tensor([4, 5, 6]) + i, one)
+        compiled(torch.rand(3, 1, 64, device=DEVICE), cache, torch.tensor([4, 5, 6]) + i, one)
     report = zoo.explain(compiled)
     assert report.graphs == before
     for name, counts in report.per_graph:
@@ -68,11 +75,19 @@ def test_sites_replaced_and_no_recompiles_in_decode(models):
         assert counts["attention" if "naive" in name else "attention_mla_latent"] == 1, (name, counts)
 
 
-def test_overflow_refused_cache_intact(models):
+@pytest.mark.parametrize("lengths_on", ["cpu", DEVICE.type])
+@pytest.mark.parametrize("t", [1, 3])
+def test_overflow_refused_cache_intact(models, lengths_on, t):
     mla, compiled = models
     cache = mla.new_cache(1, 8)
     cache.kv.normal_()
-    before = cache.kv.clone()
+    cache.pe.normal_()
+    before = cache.kv.clone(), cache.pe.clone()
+    x = torch.rand(1, t, 64, device=DEVICE)
     with pytest.raises(ValueError, match="cache overflow"):
-        compiled(torch.rand(1, 3, 64), cache, torch.tensor([6]))
-    assert torch.equal(cache.kv, before)
+        compiled(x, cache, torch.tensor([8 - t + 1], device=lengths_on))
+    with pytest.raises(ValueError, match="need 0 <= seq_lens <= T"):
+        compiled(x, cache, torch.tensor([0], device=lengths_on), torch.tensor([t + 1], device=lengths_on))
+    assert torch.equal(cache.kv, before[0]) and torch.equal(cache.pe, before[1])
+    compiled(x, cache, torch.tensor([8 - t], device=lengths_on))  # the last slots still fit
+    assert not torch.equal(cache.kv, before[0])

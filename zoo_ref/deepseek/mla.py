@@ -89,7 +89,7 @@ class MLA(nn.Module):
         self.check_shapes(x, cache, start_pos, seq_lens)
         t = x.shape[1]
         raise_for_flags(value_flags(t, cache.max_len, start_pos, seq_lens).tolist(), t, cache.max_len, start_pos,
-                        seq_lens)  # one host sync for both value checks
+                        seq_lens)  # one device read for both checks (none for CPU lengths)
 
     def check_shapes(self, x, cache, start_pos, seq_lens):
         """Everything checkable without reading device values."""
@@ -103,25 +103,30 @@ class MLA(nn.Module):
                 raise ValueError(f"{name} must be a LongTensor of shape [{b}], got {v.dtype} {tuple(v.shape)}")
         if x.dtype != cache.kv.dtype or x.dtype != self.kv_b_proj.weight.dtype:
             raise ValueError(f"dtype mismatch: x {x.dtype}, cache {cache.kv.dtype}, weights {self.kv_b_proj.weight.dtype}")
-        if not (x.device == cache.kv.device == start_pos.device == seq_lens.device == self.kv_b_proj.weight.device):
-            raise ValueError(f"device mismatch: x {x.device}, cache {cache.kv.device}, start_pos {start_pos.device}, "
-                             f"seq_lens {seq_lens.device}, weights {self.kv_b_proj.weight.device}")
+        if not (x.device == cache.kv.device == self.kv_b_proj.weight.device) or start_pos.device != seq_lens.device \
+                or start_pos.device not in (x.device, torch.device("cpu")):
+            raise ValueError(f"device mismatch: x {x.device}, cache {cache.kv.device}, weights "
+                             f"{self.kv_b_proj.weight.device}, start_pos {start_pos.device}, seq_lens {seq_lens.device} "
+                             f"(start_pos and seq_lens: both on x's device or both on the CPU)")
 
     # ------------------------------------------------------------------ forward
     def forward(self, x, cache: MLACache, start_pos, seq_lens=None, mode="absorb"):
         """x: [B, T, dim] padded batch; start_pos [B]: tokens already cached per row; seq_lens [B]: valid new
         tokens per row (default T). Token t of row b sits at position start_pos[b] + t and attends to cache
-        slots 0 .. start_pos[b] + t. Returns y [B, T, dim]; padding tokens give zeros and write nothing."""
+        slots 0 .. start_pos[b] + t. Returns y [B, T, dim]; padding tokens give zeros and write nothing.
+        start_pos / seq_lens may live on x's device or on the CPU (host-known lengths: checking them then
+        needs no device read)."""
         if mode not in ("absorb", "naive"):
             raise ValueError(f"mode must be 'absorb' or 'naive', got {mode!r}")
         b, t, _ = x.shape
-        seq_lens = torch.full((b,), t, dtype=torch.long, device=x.device) if seq_lens is None else seq_lens
+        seq_lens = torch.full((b,), t, dtype=torch.long, device=start_pos.device) if seq_lens is None else seq_lens
         self._check(x, cache, start_pos, seq_lens)
+        kv_len = max(int((start_pos + seq_lens).max()), 1)  # only slots some query can see
+        start_pos, seq_lens = to_device(start_pos, x.device), to_device(seq_lens, x.device)
         positions, valid = token_slots(start_pos, seq_lens, t)
         q_nope, q_pe, latent, k_pe = self.project(x, positions)
 
         write_cache(cache.kv, cache.pe, latent, k_pe, positions, valid)
-        kv_len = max(int((start_pos + seq_lens).max()), 1)  # only slots some query can see
         kv, pe = cache.kv[:, :kv_len], cache.pe[:, :kv_len]
         out = self.attend(q_nope, q_pe, kv, pe, attention_mask(positions, valid, kv_len), mode)
         return self.output(out, valid)
@@ -162,6 +167,16 @@ def raise_for_flags(flags, t, max_len, start_pos, seq_lens):
     if overflow:
         raise ValueError(f"cache overflow: start_pos + seq_lens = {(start_pos + seq_lens).tolist()} exceeds max_len "
                          f"{max_len}")
+
+
+def to_device(t, device):
+    """Host metadata -> device without waiting for the device: through pinned memory, which torch's caching
+    host allocator keeps alive until the copy has run."""
+    if t.device == device:
+        return t
+    if t.device.type == "cpu" and device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def token_slots(start_pos, seq_lens, t):
