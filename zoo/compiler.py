@@ -1,4 +1,5 @@
 """torch.compile with zoo's pass manager, counting the graphs each compiled function produced."""
+import functools
 from collections import Counter
 
 import torch
@@ -35,4 +36,14 @@ class Compiler:
                 raise
             self.graphs[name] += 1
             return compiled
-        return torch.compile(fn, backend=backend, fullgraph=True, dynamic=dynamic)
+        compiled = torch.compile(fn, backend=backend, fullgraph=True, dynamic=dynamic)
+        if dynamic is not True:
+            return compiled
+
+        @functools.wraps(fn)
+        def without_duck_sizing(*args, **kwargs):
+            # Duck sizing would tie dims that happen to be equal in the first call (a video's patches vs one
+            # frame's position-embedding taps) and recompile when they differ: give each dim its own symbol.
+            with torch.fx.experimental._config.patch(use_duck_shape=False):
+                return compiled(*args, **kwargs)
+        return without_duck_sizing

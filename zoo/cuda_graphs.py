@@ -35,6 +35,9 @@ class GraphRunner:
         graph.replay()
         return out
 
+    def drop(self, key):
+        self.graphs.pop(key, None)
+
     def _capture(self, fn, args, state):
         saved = [(buf, buf.clone()) for buf in state.buffers()]
         stream = torch.cuda.Stream()

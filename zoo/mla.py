@@ -3,8 +3,10 @@
 Differences from zoo_ref's eager forward, none in the math: the cache write is one op (zoo::mla_cache_write_,
 padding writes nothing) instead of boolean indexing, and attention runs over the whole static cache with a
 mask instead of slicing to the longest row, so shapes never depend on data and decode never recompiles.
-Single-token calls (decode) replay a CUDA graph per (cache, batch) on GPU.
+Single-token calls (decode) replay a CUDA graph per (cache, mode) on GPU.
 """
+import weakref
+
 import torch
 
 from zoo_ref.deepseek.mla import (MLA, MLACache, attention_mask, raise_for_flags, to_device, token_slots,
@@ -79,9 +81,12 @@ class CompiledMLA:
                 torch._dynamo.mark_dynamic(x, 1)
             y, flags = step(x, cache.kv, cache.pe, lengths[0], lengths[1])
         else:
-            key = (cache.kv.data_ptr(), b, mode)
+            # A graph bakes in the cache's addresses and shapes. Keyed by both, a cache allocated where a freed
+            # one lived either matches it exactly or gets its own graph; a cache's graphs go when it does.
+            key = (mode, *((t.data_ptr(), tuple(t.shape), t.stride()) for t in (cache.kv, cache.pe)))
             if key not in self._inputs:
                 self._inputs[key] = StaticBuffers(x=x, lengths=lengths)
+                weakref.finalize(cache.kv, self._forget, key)
             inputs = self._inputs[key]
             inputs.x.copy_(x)
             inputs.lengths.copy_(lengths)
@@ -93,3 +98,7 @@ class CompiledMLA:
         return y
 
     forward = __call__
+
+    def _forget(self, key):
+        self._inputs.pop(key, None)
+        self.graphs.drop(key)

@@ -91,3 +91,22 @@ def test_overflow_refused_cache_intact(models, lengths_on, t):
     assert torch.equal(cache.kv, before[0]) and torch.equal(cache.pe, before[1])
     compiled(x, cache, torch.tensor([8 - t], device=lengths_on))  # the last slots still fit
     assert not torch.equal(cache.kv, before[0])
+
+
+def test_new_cache_where_a_freed_one_lived(models):
+    """The allocator hands a new cache the address of a freed one: its graph must not be the old cache's."""
+    mla, compiled = models
+    g = torch.Generator().manual_seed(0)
+    for max_len in (8, 16, 8, 24, 16):
+        cache, ref_cache = mla.new_cache(1, max_len), mla.new_cache(1, max_len)
+        cache.kv.copy_(torch.randn(cache.kv.shape, generator=g))
+        cache.pe.copy_(torch.randn(cache.pe.shape, generator=g))
+        ref_cache.kv.copy_(cache.kv)
+        ref_cache.pe.copy_(cache.pe)
+        x, start = torch.rand(1, 1, 64, generator=g).to(DEVICE), torch.tensor([max_len - 1])
+        out = compiled(x, cache, start)
+        with torch.no_grad():
+            ref = mla(x, ref_cache, start)
+        assert relative_error(out, ref) < 1e-4
+        torch.testing.assert_close(cache.kv, ref_cache.kv, rtol=1e-5, atol=1e-6)
+        del cache, ref_cache

@@ -8,7 +8,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .splitk import merge_splits, online_softmax_step, split_plan, store_split
+from .splitk import merge_splits_into, online_softmax_step, split_plan, store_split
 
 
 @triton.jit
@@ -61,5 +61,6 @@ def gqa_decode_triton(q, k, v, mask, scale, block_n=64, n_splits=None):
         q, k, v, mask, o, lse, scale, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), t, s, h, split_len, N_REP=n_rep, D=d, BD=bd, BLOCK_H=block_h,
         BLOCK_N=block_n, PRECISION="ieee" if q.dtype == torch.float32 else "tf32", num_warps=4, num_stages=2)
-    out = merge_splits(o, lse, d)  # [B*T, H, D]
-    return out.view(b, t, h, d).transpose(1, 2).contiguous().to(q.dtype)
+    out = torch.empty(b, h, t, d, dtype=q.dtype, device=q.device)
+    merge_splits_into(out.transpose(1, 2), o, lse, t)  # written through a [B, T, H, D] view
+    return out

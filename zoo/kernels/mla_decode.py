@@ -9,7 +9,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .splitk import merge_splits, online_softmax_step, split_plan, store_split
+from .splitk import merge_splits_into, online_softmax_step, split_plan, store_split
 
 
 @triton.jit
@@ -67,4 +67,4 @@ def mla_decode_triton(q_lat, q_pe, kv, pe, mask, scale, block_h=16, block_n=32, 
         kv.stride(0), kv.stride(1), pe.stride(0), pe.stride(1), t, h, s, split_len, C=c, R=r, BC=bc, BR=br,
         BLOCK_H=block_h, BLOCK_N=block_n, num_warps=4, num_stages=2,
         PRECISION="ieee" if q_lat.dtype == torch.float32 else "tf32")  # fp32 in, fp32 math (no TF32)
-    return merge_splits(o, lse, c).view(b, t, h, c).to(q_lat.dtype)
+    return merge_splits_into(torch.empty_like(q_lat, memory_format=torch.contiguous_format), o, lse, t)

@@ -39,9 +39,29 @@ def split_plan(s, block_n, programs, device, n_splits=None):
     return split_len, cdiv(s, split_len)
 
 
-def merge_splits(o, lse, width):
-    """o [Q, H, splits, BD], lse [Q, H, splits] -> [Q, H, width]: softmax(lse)-weighted sum over splits;
-    a query with no allowed key anywhere gives zeros."""
-    top = lse.amax(-1, keepdim=True)
-    w = torch.exp(lse - torch.where(torch.isfinite(top), top, 0.0))
-    return (w[..., None] * o[..., :width]).sum(2) / w.sum(-1, keepdim=True).clamp_min(1e-30)
+@triton.jit
+def _merge_kernel(o_ptr, lse_ptr, out_ptr, T, H, n_splits, width, out_b, out_t, out_h,
+                  BD: tl.constexpr, BS: tl.constexpr):
+    """One program per (query, head): softmax(lse)-weighted sum of the splits' outputs, in the output dtype."""
+    q = tl.program_id(0)
+    h = tl.program_id(1)
+    row = q * H + h
+    sp = tl.arange(0, BS)
+    d = tl.arange(0, BD)
+    lse = tl.load(lse_ptr + row * n_splits + sp, mask=sp < n_splits, other=float("-inf"))
+    top = tl.max(lse, axis=0)
+    w = tl.exp(lse - tl.where(top == float("-inf"), 0.0, top))  # splits that saw no key weigh 0
+    o = tl.load(o_ptr + (row * n_splits + sp[:, None]) * BD + d[None, :],
+                mask=(sp[:, None] < n_splits) & (d[None, :] < width), other=0.0)
+    out = tl.sum(w[:, None] * o, axis=0) / tl.maximum(tl.sum(w, axis=0), 1e-30)
+    tl.store(out_ptr + (q // T) * out_b + (q % T) * out_t + h * out_h + d, out.to(out_ptr.dtype.element_ty),
+             mask=d < width)
+
+
+def merge_splits_into(out, o, lse, t):
+    """The Triton merge: o [B*T, H, splits, BD], lse [B*T, H, splits] -> out, a [B, T, H, width] view of any
+    strides (width = out.shape[-1]), written in out's dtype. One launch instead of a dozen torch ops."""
+    q, h, n_splits, bd = o.shape
+    _merge_kernel[(q, h)](o, lse, out, t, h, n_splits, out.shape[-1], out.stride(0), out.stride(1),
+                          out.stride(2), BD=bd, BS=triton.next_power_of_2(n_splits), num_warps=1)
+    return out
