@@ -13,10 +13,12 @@ import torch
 from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
 
 from .attention import attention_replacements
+from .linears import merge_sibling_mms
 from .patterns import record_call_sites, site_of
 from .rope import pair_qk, rope_replacements
 
-PASSES = {"attention": attention_replacements, "rope": rope_replacements}
+PASSES = {"attention": attention_replacements, "rope": rope_replacements,
+          "linears": lambda: []}  # not a pattern: merges mm's whose weights zoo packed (see linears.py)
 _ROOT = Path(__file__).resolve().parents[1]
 _FILES = tuple(str(p) for p in [*sorted((_ROOT / "compile_passes").glob("*.py")), _ROOT / "zoo_ref/layers.py",
                                 _ROOT / "zoo_ref/deepseek/mla.py", _ROOT / "zoo/ops.py"])
@@ -50,6 +52,10 @@ class ZooPassManager(CustomGraphPass):
                 kind = _kernel_kind(node)
                 if kind in ("rope", "rope_unpaired"):
                     self.sites[(kind, site_of(node))] += 1
+        if "linears" in self.names:
+            merged = merge_sibling_mms(graph)
+            counts["linears"] = len(merged)
+            self.sites.update(("linears", site) for site in merged)
         self.log.append((self.current, counts))
 
     def checkpoint(self):

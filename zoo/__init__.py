@@ -7,9 +7,11 @@ __version__ = "0.1.0"
 
 
 def compile(model, max_batch_size=8, max_seq_len=2048, dtype=None, cuda_graphs=True,
-            passes=("attention", "rope")):
+            passes=("attention", "rope", "linears")):
     """Compile a zoo_ref model: same call interface and outputs, fused attention and RoPE, static caches,
-    CUDA-graph decode on GPU. dtype: cast a copy of the model (the reference itself is never modified)."""
+    CUDA-graph decode on GPU. dtype: cast a copy of the model (otherwise the model is used as is).
+    passes: "attention", "rope", "linears" (the last packs sibling weights, e.g. q/k/v, into one buffer in
+    place: the parameters become views of it, their values and the model's results unchanged)."""
     import copy
 
     from zoo_ref.deepseek import MLA

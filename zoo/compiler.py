@@ -15,7 +15,7 @@ for _name in ("recompile_limit", "cache_size_limit"):
 
 
 class Compiler:
-    def __init__(self, passes=("attention", "rope")):
+    def __init__(self, passes=("attention", "rope", "linears")):
         self.manager = ZooPassManager(passes)
         self.graphs = Counter()  # function name -> graphs compiled (1 = never recompiled)
 

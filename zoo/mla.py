@@ -14,14 +14,17 @@ from zoo_ref.deepseek.mla import (MLA, MLACache, attention_mask, raise_for_flags
 
 from .compiler import Compiler
 from .cuda_graphs import GraphRunner, StaticBuffers
+from .packing import pack_linears
 
 
 class CompiledMLA:
-    def __init__(self, mla: MLA, cuda_graphs=True, passes=("attention", "rope")):
+    def __init__(self, mla: MLA, cuda_graphs=True, passes=("attention", "rope", "linears")):
         self.mla, self.config = mla.eval(), mla.config
         w = mla.kv_b_proj.weight
         self.device, self.dtype = w.device, w.dtype
         self.compiler = Compiler(passes)
+        if "linears" in passes:  # both read x
+            pack_linears(mla.q_proj if mla.config.q_lora_rank is None else mla.q_a_proj, mla.kv_a_proj_with_mqa)
         self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
         self.graphs = GraphRunner(warmup=1) if self.cuda_graphs else None
         # one code object per mode, so Dynamo keeps their graphs (and recompile budgets) apart

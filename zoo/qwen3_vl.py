@@ -17,6 +17,7 @@ from zoo_ref.sampling import SamplingParams, sample_next
 
 from .compiler import Compiler
 from .cuda_graphs import GraphRunner, StaticBuffers
+from .packing import pack_linears
 
 
 def decode_state(batch, max_len, vocab, device):
@@ -30,11 +31,16 @@ def decode_state(batch, max_len, vocab, device):
 class CompiledQwen3VL:
     EOS_CHECK_EVERY = 8
 
-    def __init__(self, model, max_batch_size=8, max_seq_len=2048, cuda_graphs=True, passes=("attention", "rope")):
+    def __init__(self, model, max_batch_size=8, max_seq_len=2048, cuda_graphs=True, passes=("attention", "rope", "linears")):
         self.model, self.config = model.eval(), model.config
         w = model.lm_head.weight
         self.device, self.dtype, self.max_len = w.device, w.dtype, max_seq_len
         self.compiler = Compiler(passes)
+        if "linears" in passes:
+            for layer in model.model.language_model.layers:
+                a, m = layer.self_attn, layer.mlp
+                pack_linears(a.q_proj, a.k_proj, a.v_proj)
+                pack_linears(m.gate_proj, m.up_proj)
         self.buckets = sorted({b for b in (1, 2, 4, 8, 16, 32, 64, 128) if b < max_batch_size} | {max_batch_size})
         c = self.config.text
         full = [KVCache(max_batch_size, c.num_key_value_heads, max_seq_len, c.head_dim, self.dtype, self.device)

@@ -41,6 +41,7 @@ def test_peer_batched_mask_matches_reference(b, t, data, seed):
 def test_tiny_bench_runs(tmp_path):
     bench.main(["--device", "cpu", "--tiny", "--out", str(tmp_path)])
     res = json.loads((tmp_path / "mla.json").read_text())["results"]
-    assert set(res) == {"prefill task", "prefill batched", "decode task", "decode batched"}
+    assert set(res) == {"prefill task", "prefill batched", "decode task", "decode batched",
+                        "decode task, lengths on GPU"}
     assert all(v > 0 for row in res.values() for v in row.values())
     assert (tmp_path / "mla.png").stat().st_size > 1000

@@ -73,6 +73,7 @@ def test_sites_replaced_and_no_recompiles_in_decode(models):
     for name, counts in report.per_graph:
         assert counts["rope"] == 1 and counts["rope_unpaired"] == 0, (name, counts)
         assert counts["attention" if "naive" in name else "attention_mla_latent"] == 1, (name, counts)
+        assert counts["linears"] == 1, (name, counts)  # q_a_proj + kv_a_proj_with_mqa: one mm
 
 
 @pytest.mark.parametrize("lengths_on", ["cpu", DEVICE.type])
