@@ -37,6 +37,8 @@ class GraphRunner:
 
     def drop(self, key):
         self.graphs.pop(key, None)
+        if not self.graphs:  # the pool dies with the last graph that used it
+            self.pool = None
 
     def _capture(self, fn, args, state):
         saved = [(buf, buf.clone()) for buf in state.buffers()]

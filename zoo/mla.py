@@ -30,7 +30,7 @@ class CompiledMLA:
         # one code object per mode, so Dynamo keeps their graphs (and recompile budgets) apart
         self._steps = {"absorb": self.compiler(self._absorb_step, "mla[absorb]", dynamic=None),
                        "naive": self.compiler(self._naive_step, "mla[naive]", dynamic=None)}
-        self._inputs = {}
+        self._inputs, self._dead = {}, []  # graph inputs per cache; keys of caches since freed
         self._register_patterns()
 
     def new_cache(self, batch, max_len, dtype=None, device=None) -> MLACache:
@@ -86,7 +86,11 @@ class CompiledMLA:
         else:
             # A graph bakes in the cache's addresses and shapes. Keyed by both, a cache allocated where a freed
             # one lived either matches it exactly or gets its own graph; a cache's graphs go when it does.
-            key = (mode, *((t.data_ptr(), tuple(t.shape), t.stride()) for t in (cache.kv, cache.pe)))
+            while self._dead:
+                dead = self._dead.pop()
+                self._inputs.pop(dead, None)
+                self.graphs.drop(dead)
+            key = (mode, *((buf.data_ptr(), tuple(buf.shape), buf.stride()) for buf in (cache.kv, cache.pe)))
             if key not in self._inputs:
                 self._inputs[key] = StaticBuffers(x=x, lengths=lengths)
                 weakref.finalize(cache.kv, self._forget, key)
@@ -103,5 +107,4 @@ class CompiledMLA:
     forward = __call__
 
     def _forget(self, key):
-        self._inputs.pop(key, None)
-        self.graphs.drop(key)
+        self._dead.append(key)  # dropped at the next call, never from inside a capture (a GC can run there)
