@@ -89,3 +89,18 @@ def test_bad_input_and_overflow(models):
         compiled.generate(torch.randint(7, 100, (3, 5)), max_new_tokens=2)
     with pytest.raises(TypeError, match="zoo.compile supports"):
         zoo.compile(torch.nn.Linear(2, 2))
+
+
+def test_compile_packs_weights_without_changing_the_reference():
+    torch.manual_seed(1)
+    model = randomize_(Qwen3VLForConditionalGeneration(Qwen3VLConfig.from_dict(CONFIG)), seed=7).eval()
+    ids = torch.randint(7, 100, (2, 9))
+    with torch.no_grad():
+        before = model(ids)
+    zoo.compile(model, max_batch_size=2, max_seq_len=32)
+    for layer in model.model.language_model.layers:  # q/k/v and gate/up now live in one buffer each
+        a, m = layer.self_attn, layer.mlp
+        assert a.q_proj.weight.untyped_storage().data_ptr() == a.v_proj.weight.untyped_storage().data_ptr()
+        assert m.gate_proj.weight.untyped_storage().data_ptr() == m.up_proj.weight.untyped_storage().data_ptr()
+    with torch.no_grad():
+        assert torch.equal(model(ids), before)
