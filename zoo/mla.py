@@ -27,9 +27,11 @@ class CompiledMLA:
             pack_linears(mla.q_proj if mla.config.q_lora_rank is None else mla.q_a_proj, mla.kv_a_proj_with_mqa)
         self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
         self.graphs = GraphRunner(warmup=1) if self.cuda_graphs else None
-        # one code object per mode, so Dynamo keeps their graphs (and recompile budgets) apart
-        self._steps = {"absorb": self.compiler(self._absorb_step, "mla[absorb]", dynamic=None),
-                       "naive": self.compiler(self._naive_step, "mla[naive]", dynamic=None)}
+        # one code object per mode, so Dynamo keeps their graphs (and recompile budgets) apart; decode (T = 1,
+        # static) and prefill (T dynamic) are two graphs of it, counted under their own names
+        fns = {"absorb": self._absorb_step, "naive": self._naive_step}
+        self._steps = {(mode, phase): self.compiler(fn, f"mla[{mode}, {phase}]", dynamic=None)
+                       for mode, fn in fns.items() for phase in ("prefill", "decode")}
         self._inputs, self._dead = {}, []  # graph inputs per cache; keys of caches since freed
         self._register_patterns()
 
@@ -68,7 +70,7 @@ class CompiledMLA:
     def __call__(self, x, cache: MLACache, start_pos, seq_lens=None, mode="absorb"):
         """Same contract as zoo_ref.deepseek.MLA.forward. With start_pos / seq_lens on the CPU the value
         checks run on the host and the call never waits for the device; on the device they cost one read."""
-        if mode not in self._steps:
+        if mode not in ("absorb", "naive"):
             raise ValueError(f"mode must be 'absorb' or 'naive', got {mode!r}")
         b, t, _ = x.shape
         seq_lens = torch.full((b,), t, dtype=torch.long, device=start_pos.device) if seq_lens is None else seq_lens
@@ -78,7 +80,7 @@ class CompiledMLA:
             raise_for_flags(value_flags(t, cache.max_len, start_pos, seq_lens).tolist(), t, cache.max_len,
                             start_pos, seq_lens)
         lengths = to_device(torch.stack([start_pos, seq_lens]), x.device)  # [2, B]: start_pos, seq_lens
-        step = self._steps[mode]
+        step = self._steps[(mode, "decode" if t == 1 else "prefill")]
         if not (self.cuda_graphs and t == 1):
             if t > 1:
                 torch._dynamo.mark_dynamic(x, 1)
