@@ -14,7 +14,7 @@ from zoo_ref.deepseek.mla import (MLA, MLACache, attention_mask, raise_for_flags
 
 from .compiler import Compiler
 from .cuda_graphs import GraphRunner, StaticBuffers
-from .packing import pack_linears
+from .packing import PackedWeights
 
 
 class CompiledMLA:
@@ -23,8 +23,9 @@ class CompiledMLA:
         w = mla.kv_b_proj.weight
         self.device, self.dtype = w.device, w.dtype
         self.compiler = Compiler(passes)
+        self.packed = PackedWeights(mla)
         if "linears" in passes:  # both read x
-            pack_linears(mla.q_proj if mla.config.q_lora_rank is None else mla.q_a_proj, mla.kv_a_proj_with_mqa)
+            self.packed.pack(mla.q_proj if mla.config.q_lora_rank is None else mla.q_a_proj, mla.kv_a_proj_with_mqa)
         self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
         self.graphs = GraphRunner(warmup=1) if self.cuda_graphs else None
         # one code object per mode, so Dynamo keeps their graphs (and recompile budgets) apart; decode (T = 1,
@@ -75,6 +76,7 @@ class CompiledMLA:
         b, t, _ = x.shape
         seq_lens = torch.full((b,), t, dtype=torch.long, device=start_pos.device) if seq_lens is None else seq_lens
         self.mla.check_shapes(x, cache, start_pos, seq_lens)
+        self.packed.check()
         on_host = start_pos.device != x.device
         if on_host:
             raise_for_flags(value_flags(t, cache.max_len, start_pos, seq_lens).tolist(), t, cache.max_len,

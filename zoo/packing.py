@@ -17,3 +17,26 @@ def pack_linears(*linears: nn.Linear) -> bool:
         lin.weight = nn.Parameter(packed[row:row + w.shape[0]], requires_grad=w.requires_grad)
         row += w.shape[0]
     return True
+
+
+class PackedWeights:
+    """The groups zoo.compile packed. Compiled graphs read each group as one buffer (and CUDA graphs bake in
+    its address), and Dynamo does not guard on weights aliasing each other, so a group must stay where it
+    was packed: `check()` before running turns a replaced weight into an error instead of wrong results."""
+
+    def __init__(self, module: nn.Module):
+        self.names = {id(m): name for name, m in module.named_modules()}
+        self.groups = []  # [(linears, their weights' addresses)]
+
+    def pack(self, *linears: nn.Linear):
+        if pack_linears(*linears):
+            self.groups.append((linears, [lin.weight.data_ptr() for lin in linears]))
+
+    def check(self):
+        for linears, ptrs in self.groups:
+            for lin, ptr in zip(linears, ptrs):
+                if lin.weight.data_ptr() != ptr:
+                    raise RuntimeError(
+                        f"{self.names.get(id(lin), 'a linear')}.weight was replaced after zoo.compile packed it "
+                        f"with {', '.join(self.names.get(id(x), '?').rsplit('.', 1)[-1] for x in linears)}; "
+                        "update weights in place (load_state_dict copies into them) or call zoo.compile again")

@@ -17,7 +17,7 @@ from zoo_ref.sampling import SamplingParams, sample_next
 
 from .compiler import Compiler
 from .cuda_graphs import GraphRunner, StaticBuffers
-from .packing import pack_linears
+from .packing import PackedWeights
 
 
 def decode_state(batch, max_len, vocab, device):
@@ -36,11 +36,12 @@ class CompiledQwen3VL:
         w = model.lm_head.weight
         self.device, self.dtype, self.max_len = w.device, w.dtype, max_seq_len
         self.compiler = Compiler(passes)
+        self.packed = PackedWeights(model)
         if "linears" in passes:
             for layer in model.model.language_model.layers:
                 a, m = layer.self_attn, layer.mlp
-                pack_linears(a.q_proj, a.k_proj, a.v_proj)
-                pack_linears(m.gate_proj, m.up_proj)
+                self.packed.pack(a.q_proj, a.k_proj, a.v_proj)
+                self.packed.pack(m.gate_proj, m.up_proj)
         self.buckets = sorted({b for b in (1, 2, 4, 8, 16, 32, 64, 128) if b < max_batch_size} | {max_batch_size})
         c = self.config.text
         full = [KVCache(max_batch_size, c.num_key_value_heads, max_seq_len, c.head_dim, self.dtype, self.device)
@@ -150,6 +151,7 @@ class CompiledQwen3VL:
     def __call__(self, input_ids, pixel_values=None, image_grid_thw=None, pixel_values_videos=None,
                  video_grid_thw=None, attention_mask=None):
         """Full-sequence logits [B, T, vocab], like the reference's forward."""
+        self.packed.check()
         b, t = input_ids.shape
         bucket, x, pos, levels, key_valid, _, _ = self._prepare(
             input_ids, attention_mask, 0, pixel_values=pixel_values, image_grid_thw=image_grid_thw,
@@ -184,6 +186,7 @@ class CompiledQwen3VL:
         params, eos, pad = generation_setup(self.config, max_new_tokens, eos_token_id, pad_token_id, self.device,
                                             do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
                                             repetition_penalty=repetition_penalty)
+        self.packed.check()
         if seed is not None:
             torch.manual_seed(seed)
         b, t = input_ids.shape

@@ -111,3 +111,26 @@ def test_new_cache_where_a_freed_one_lived(models):
         assert relative_error(out, ref) < 1e-4
         torch.testing.assert_close(cache.kv, ref_cache.kv, rtol=1e-5, atol=1e-6)
         del cache, ref_cache
+
+
+def test_weights_updated_in_place_or_refused(models):
+    """zoo.compile packed q_a_proj + kv_a_proj_with_mqa into one buffer that its graphs read as one: new weights
+    loaded in place are used; a replaced weight is refused (Dynamo would not notice, the graph would read the
+    old buffer)."""
+    mla, compiled = models
+    saved = {k: v.clone() for k, v in mla.state_dict().items()}
+    packed = mla.kv_a_proj_with_mqa.weight
+    g = torch.Generator().manual_seed(1)
+    x, start = torch.rand(1, 2, 64, generator=g).to(DEVICE), torch.tensor([3])
+    try:
+        mla.load_state_dict({k: v * 1.5 for k, v in saved.items()})  # copies into the packed buffer
+        cache, ref_cache = mla.new_cache(1, 8), mla.new_cache(1, 8)
+        with torch.no_grad():
+            ref = mla(x, ref_cache, start)
+        assert relative_error(compiled(x, cache, start), ref) < 1e-4
+        mla.kv_a_proj_with_mqa.weight = torch.nn.Parameter(packed.detach().clone())
+        with pytest.raises(RuntimeError, match="kv_a_proj_with_mqa.weight was replaced after zoo.compile"):
+            compiled(x, cache, start)
+    finally:
+        mla.kv_a_proj_with_mqa.weight = packed
+        mla.load_state_dict(saved)

@@ -97,10 +97,16 @@ def test_compile_packs_weights_without_changing_the_reference():
     ids = torch.randint(7, 100, (2, 9))
     with torch.no_grad():
         before = model(ids)
-    zoo.compile(model, max_batch_size=2, max_seq_len=32)
+    compiled = zoo.compile(model, max_batch_size=2, max_seq_len=32)
     for layer in model.model.language_model.layers:  # q/k/v and gate/up now live in one buffer each
         a, m = layer.self_attn, layer.mlp
         assert a.q_proj.weight.untyped_storage().data_ptr() == a.v_proj.weight.untyped_storage().data_ptr()
         assert m.gate_proj.weight.untyped_storage().data_ptr() == m.up_proj.weight.untyped_storage().data_ptr()
     with torch.no_grad():
         assert torch.equal(model(ids), before)
+    k_proj = model.model.language_model.layers[1].self_attn.k_proj
+    k_proj.weight = torch.nn.Parameter(k_proj.weight.detach().clone())  # no longer in the packed buffer
+    for run in (lambda: compiled(ids), lambda: compiled.generate(ids, max_new_tokens=2)):
+        with pytest.raises(RuntimeError, match=r"layers\.1\.self_attn\.k_proj\.weight was replaced after zoo\.compile "
+                                               r"packed it with q_proj, k_proj, v_proj"):
+            run()
