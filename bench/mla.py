@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.mla_peer import HFMLA  # noqa: E402
+from bench.report import save_report  # noqa: E402
 from zoo_ref.deepseek import MLA, MLAConfig  # noqa: E402
 from zoo_ref.qwen3_vl.tiny import randomize_  # noqa: E402
 
@@ -219,12 +220,7 @@ def write_report(results, floor, args, device):
         cells = [f"{row[n] * scale[u]:.3f}" for n in names]
         lines.append(f"| {scenario} | {u} | " + " | ".join(cells) + f" | {floor[scenario] * scale[u]:.3f} | "
                      f"{row[peer] / best:.2f}x | {100 * floor[scenario] / best:.1f}% |")
-    text = "\n".join(lines)
-    print(text)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "mla.md").write_text(text + "\n")
-    (out / "mla.json").write_text(json.dumps({"header": head, "results": results, "floor": floor}, indent=2))
+    out = save_report(args.out, "mla", "\n".join(lines), {"header": head, "results": results, "floor": floor})
     try:
         import matplotlib
         matplotlib.use("Agg")

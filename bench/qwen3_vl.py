@@ -20,6 +20,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import zoo  # noqa: E402
+from bench.report import save_report  # noqa: E402
 from zoo_ref.layers import relative_error  # noqa: E402
 from zoo_ref.qwen3_vl import Qwen3VLConfig, Qwen3VLForConditionalGeneration, process_images  # noqa: E402
 from zoo_ref.qwen3_vl.tiny import randomize_, tiny_config_dict  # noqa: E402
@@ -197,12 +198,7 @@ def report(results, notes, compiled, args, device):
         lines.append(f"- {metric}: " + ", ".join(f"{k} {v:.2f}" for k, v in row.items()) + ratio)
     lines += [f"- {k}: {v:.4g}" for k, v in notes.items() if not isinstance(v, dict)]
     lines += ["", "zoo.explain:", str(zoo.explain(compiled))]
-    text = "\n".join(lines)
-    print(text)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "qwen3_vl.md").write_text(text + "\n")
-    (out / "qwen3_vl.json").write_text(json.dumps({"header": head, "results": results, "notes": notes}, indent=2))
+    save_report(args.out, "qwen3_vl", "\n".join(lines), {"header": head, "results": results, "notes": notes})
 
 
 if __name__ == "__main__":

@@ -75,12 +75,12 @@ class CompiledMLA:
             raise ValueError(f"mode must be 'absorb' or 'naive', got {mode!r}")
         b, t, _ = x.shape
         seq_lens = torch.full((b,), t, dtype=torch.long, device=start_pos.device) if seq_lens is None else seq_lens
-        self.mla.check_shapes(x, cache, start_pos, seq_lens)
-        self.packed.check()
         on_host = start_pos.device != x.device
-        if on_host:
-            raise_for_flags(value_flags(t, cache.max_len, start_pos, seq_lens).tolist(), t, cache.max_len,
-                            start_pos, seq_lens)
+        if on_host:  # values checked here, free on the host
+            self.mla.check_inputs(x, cache, start_pos, seq_lens)
+        else:  # values checked by the step itself (flags), read once it has run
+            self.mla.check_shapes(x, cache, start_pos, seq_lens)
+        self.packed.check()
         lengths = to_device(torch.stack([start_pos, seq_lens]), x.device)  # [2, B]: start_pos, seq_lens
         step = self._steps[(mode, "decode" if t == 1 else "prefill")]
         if not (self.cuda_graphs and t == 1):

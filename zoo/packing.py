@@ -25,7 +25,7 @@ class PackedWeights:
     was packed: `check()` before running turns a replaced weight into an error instead of wrong results."""
 
     def __init__(self, module: nn.Module):
-        self.names = {id(m): name for name, m in module.named_modules()}
+        self.module = module
         self.groups = []  # [(linears, their weights' addresses)]
 
     def pack(self, *linears: nn.Linear):
@@ -36,7 +36,8 @@ class PackedWeights:
         for linears, ptrs in self.groups:
             for lin, ptr in zip(linears, ptrs):
                 if lin.weight.data_ptr() != ptr:
+                    names = {id(m): name for name, m in self.module.named_modules()}
                     raise RuntimeError(
-                        f"{self.names.get(id(lin), 'a linear')}.weight was replaced after zoo.compile packed it "
-                        f"with {', '.join(self.names.get(id(x), '?').rsplit('.', 1)[-1] for x in linears)}; "
+                        f"{names.get(id(lin), 'a linear')}.weight was replaced after zoo.compile packed it "
+                        f"with {', '.join(names.get(id(x), '?').rsplit('.', 1)[-1] for x in linears)}; "
                         "update weights in place (load_state_dict copies into them) or call zoo.compile again")

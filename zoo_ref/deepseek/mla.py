@@ -85,7 +85,8 @@ class MLA(nn.Module):
         q_pe, k_pe = apply_rotary(q_pe, k_pe[:, :, None, :], cos, sin)
         return q_nope, q_pe, self.kv_a_layernorm(latent), k_pe[:, :, 0, :]
 
-    def _check(self, x, cache, start_pos, seq_lens):
+    def check_inputs(self, x, cache, start_pos, seq_lens):
+        """Shapes, then values (a device read, unless start_pos / seq_lens are on the CPU)."""
         self.check_shapes(x, cache, start_pos, seq_lens)
         t = x.shape[1]
         raise_for_flags(value_flags(t, cache.max_len, start_pos, seq_lens).tolist(), t, cache.max_len, start_pos,
@@ -120,7 +121,7 @@ class MLA(nn.Module):
             raise ValueError(f"mode must be 'absorb' or 'naive', got {mode!r}")
         b, t, _ = x.shape
         seq_lens = torch.full((b,), t, dtype=torch.long, device=start_pos.device) if seq_lens is None else seq_lens
-        self._check(x, cache, start_pos, seq_lens)
+        self.check_inputs(x, cache, start_pos, seq_lens)
         kv_len = max(int((start_pos + seq_lens).max()), 1)  # only slots some query can see
         start_pos, seq_lens = to_device(start_pos, x.device), to_device(seq_lens, x.device)
         positions, valid = token_slots(start_pos, seq_lens, t)
