@@ -157,7 +157,7 @@ def check_bf16(compiled, ours, config, size, device, notes):
     import copy
     from unittest import mock
 
-    import zoo_ref.qwen3_vl.text as text
+    import zoo_ref.decoder as text
     import zoo_ref.qwen3_vl.vision as vision
     ids, pixels, grid = image_prompt(config, size, device=device)
     with torch.no_grad():

@@ -9,7 +9,7 @@
 """
 import torch
 
-import zoo.ops  # noqa: F401  (registers torch.ops.zoo.*)
+from . import ops  # noqa: F401  (registers torch.ops.zoo.*)
 from zoo_ref.deepseek.mla import latent_attention
 from zoo_ref.layers import attention
 

@@ -1,5 +1,5 @@
-"""Sibling linears: mm's that read the same input with weights stored back to back in one buffer become one
-mm whose output is sliced. zoo packs q/k/v (and gate/up, MLA's q_a/kv_a) into one buffer at compile time (the
+"""Sibling linears: mm's (addmm's, with biases) that read the same input with weights (and biases) stored back
+to back in one buffer become one mm whose output is sliced. zoo packs q/k/v (and gate/up, MLA's q_a/kv_a) into one buffer at compile time (the
 parameters become views of it, values unchanged), so in decode one GEMV streams all three weights instead
 of three small launches each ramping up to bandwidth.
 
@@ -30,6 +30,33 @@ def _weight(node):
     return w
 
 
+def _operands(node):
+    """(input, weight placeholder, bias placeholder or None) of a linear's mm / addmm, else None."""
+    if node.op != "call_function":
+        return None
+    if node.target is aten.mm.default:
+        w = _weight(node.args[1])
+        return None if w is None else (node.args[0], w, None)
+    if node.target is aten.addmm.default and not node.kwargs:
+        w, bias = _weight(node.args[2]), node.args[0]
+        v = bias.meta.get("val") if isinstance(bias, torch.fx.Node) and bias.op == "placeholder" else None
+        if w is None or v is None or v.dim() != 1 or v.stride() != (1,):
+            return None
+        return node.args[1], w, bias
+    return None
+
+
+def _storage(node):
+    return None if node is None else StorageWeakRef(node.meta["val"].untyped_storage())
+
+
+def _follows(prev, cur):
+    """cur's tensor starts where prev's ends, in the same layout."""
+    p, c = prev.meta["val"], cur.meta["val"]
+    return (c.storage_offset() == p.storage_offset() + p.numel() and c.shape[1:] == p.shape[1:]
+            and c.dtype == p.dtype)
+
+
 def _same_input(x):
     """Each linear flattens its input with a view of its own: equal views of one tensor are the same input."""
     if x.op == "call_function" and x.target in (aten.view.default, aten.reshape.default, aten._unsafe_view.default):
@@ -49,12 +76,11 @@ def _add(graph, target, args, like):
 
 
 def _adjacent_runs(members):
-    """Split (mm node, weight) pairs of one storage into runs whose weights sit back to back."""
+    """Split (mm node, weight, bias) triples of one storage into runs whose weights (and biases) sit back to back."""
     members = sorted(members, key=lambda m: m[1].meta["val"].storage_offset())
     runs, run = [], [members[0]]
     for prev, cur in zip(members, members[1:]):
-        p, c = prev[1].meta["val"], cur[1].meta["val"]
-        if c.storage_offset() == p.storage_offset() + p.numel() and c.shape[1] == p.shape[1] and c.dtype == p.dtype:
+        if _follows(prev[1], cur[1]) and (cur[2] is None or _follows(prev[2], cur[2])):
             run.append(cur)
         else:
             runs.append(run)
@@ -66,29 +92,36 @@ def _adjacent_runs(members):
 def merge_sibling_mms(graph: torch.fx.Graph) -> list:
     """Rewrite in place; returns the layer site of every merged group."""
     order = {n: i for i, n in enumerate(graph.nodes)}
-    groups = defaultdict(list)  # (input, weights' storage) -> [(mm, weight)]
+    groups = defaultdict(list)  # (input, weights' storage, biases' storage) -> [(mm, weight, bias)]
     for node in graph.nodes:
-        if node.op == "call_function" and node.target is aten.mm.default:
-            w = _weight(node.args[1])
-            if w is not None:
-                groups[(_same_input(node.args[0]), StorageWeakRef(w.meta["val"].untyped_storage()))].append((node, w))
+        ops = _operands(node)
+        if ops is not None:
+            x, w, bias = ops
+            groups[(_same_input(x), _storage(w), _storage(bias))].append((node, w, bias))
     sites = []
     for members in groups.values():
         for run in _adjacent_runs(members):
-            first = min((mm for mm, _ in run), key=order.get)
-            x = first.args[0]
+            first = min((mm for mm, _, _ in run), key=order.get)
+            x = first.args[0] if run[0][2] is None else first.args[1]
             w0 = run[0][1].meta["val"]
-            sizes = [w.meta["val"].shape[0] for _, w in run]
+            sizes = [w.meta["val"].shape[0] for _, w, _ in run]
             site = site_of(first)
             with graph.inserting_before(first):
                 wide = _add(graph, aten.as_strided.default,
                             (run[0][1], [sum(sizes), w0.shape[1]], [w0.shape[1], 1], w0.storage_offset()), first)
-                y = _add(graph, aten.mm.default, (x, _add(graph, aten.permute.default, (wide, [1, 0]), first)), first)
+                wide_t = _add(graph, aten.permute.default, (wide, [1, 0]), first)
+                if run[0][2] is None:
+                    y = _add(graph, aten.mm.default, (x, wide_t), first)
+                else:
+                    b0 = run[0][2].meta["val"]
+                    wide_b = _add(graph, aten.as_strided.default, (run[0][2], [sum(sizes)], [1], b0.storage_offset()),
+                                  first)
+                    y = _add(graph, aten.addmm.default, (wide_b, x, wide_t), first)
                 starts = [sum(sizes[:i]) for i in range(len(sizes))]
                 parts = [_add(graph, aten.slice.Tensor, (y, 1, a, a + n), first) for a, n in zip(starts, sizes)]
-            for part, (mm, _) in zip(parts, run):  # erase only now: `first` anchored the insertions
+            for part, (mm, _, _) in zip(parts, run):  # erase only now: `first` anchored the insertions
                 mm.replace_all_uses_with(part)
-                weight_t = mm.args[1]
+                weight_t = mm.args[1] if mm.target is aten.mm.default else mm.args[2]
                 graph.erase_node(mm)
                 if not weight_t.users:
                     graph.erase_node(weight_t)

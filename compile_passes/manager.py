@@ -21,7 +21,7 @@ PASSES = {"attention": attention_replacements, "rope": rope_replacements,
           "linears": lambda: []}  # not a pattern: merges mm's whose weights zoo packed (see linears.py)
 _ROOT = Path(__file__).resolve().parents[1]
 _FILES = tuple(str(p) for p in [*sorted((_ROOT / "compile_passes").glob("*.py")), _ROOT / "zoo_ref/layers.py",
-                                _ROOT / "zoo_ref/deepseek/mla.py", _ROOT / "zoo/ops.py"])
+                                _ROOT / "zoo_ref/deepseek/mla.py", _ROOT / "compile_passes/ops.py"])
 
 
 class ZooPassManager(CustomGraphPass):

@@ -124,3 +124,59 @@ def hf_mla(config_dict, seed=0):
     config = hf_deepseek_config(config_dict)
     attn = randomize_(m.DeepseekV3Attention(config, layer_idx=0), seed).eval()
     return attn, m.DeepseekV3RotaryEmbedding(config), config
+
+
+# ---------------------------------------------------------------------------------------------- Qwen3 / Qwen2
+@st.composite
+def dense_config_dicts(draw, family):
+    """A Qwen3 / Qwen2 config.json dict at toy size: GQA ratios (MQA included), head dims, tied or not, YaRN
+    (Qwen3, both spellings) on or off."""
+    kv = draw(st.sampled_from([1, 2]))
+    theta = draw(st.sampled_from([10000.0, 1e6]))
+    d = {"model_type": family, "vocab_size": 96, "hidden_size": draw(st.sampled_from([32, 64])),
+         "intermediate_size": 80, "num_hidden_layers": draw(st.integers(1, 3)),
+         "num_attention_heads": kv * draw(st.sampled_from([1, 2, 4])), "num_key_value_heads": kv,
+         "head_dim": draw(st.sampled_from([8, 16, 32])), "rms_norm_eps": 1e-6, "max_position_embeddings": 256,
+         "tie_word_embeddings": draw(st.booleans()), "eos_token_id": 2, "pad_token_id": 0, "bos_token_id": 1,
+         "use_sliding_window": False, "hidden_act": "silu"}
+    yarn = family == "qwen3" and draw(st.booleans())
+    rope = {"rope_type": "yarn", "factor": draw(st.sampled_from([2.0, 4.0])), "original_max_position_embeddings": 64} \
+        if yarn else {"rope_type": "default"}
+    if draw(st.sampled_from(["5.x", "4.57"])) == "5.x":
+        d["rope_parameters"] = {**rope, "rope_theta": theta}
+    else:
+        d.update(rope_theta=theta, rope_scaling=rope if yarn else None)
+    return d
+
+
+def paired_dense(config_dict, seed=0):
+    """(transformers Qwen3/Qwen2ForCausalLM, zoo_ref twin) with the same random weights (biases non-zero), fp32."""
+    from zoo_ref.qwen2 import Qwen2ForCausalLM
+    from zoo_ref.qwen3 import Qwen3ForCausalLM
+    hf_cls, hf_config_cls, ours_cls = {
+        "qwen3": (transformers.Qwen3ForCausalLM, transformers.Qwen3Config, Qwen3ForCausalLM),
+        "qwen2": (transformers.Qwen2ForCausalLM, transformers.Qwen2Config, Qwen2ForCausalLM)}[config_dict["model_type"]]
+    hf_config = hf_config_cls(**{k: v for k, v in config_dict.items() if k != "model_type"})
+    hf_config._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    hf = randomize_(hf_cls(hf_config), seed).eval()
+    ours = ours_cls(ours_cls.config_class.from_dict(config_dict)).eval()
+    ours.load_state_dict(hf.state_dict(), strict=True)
+    return hf, ours
+
+
+@st.composite
+def text_batches(draw, vocab=96, batch=None, max_len=10):
+    """Left-padded random prompts: (input_ids [B, T], attention_mask [B, T])."""
+    batch = batch or draw(st.integers(1, 3))
+    lengths = draw(st.lists(st.integers(1, max_len), min_size=batch, max_size=batch))
+    t = max(lengths)
+    rows = [draw(st.lists(st.integers(3, vocab - 1), min_size=n, max_size=n)) for n in lengths]
+    ids = torch.tensor([[0] * (t - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (t - len(r)) + [1] * len(r) for r in rows])
+    return ids, mask
+
+
+def hf_positions(mask):
+    """transformers generate's position ids for a left-padded batch."""
+    return (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)

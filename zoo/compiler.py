@@ -1,5 +1,15 @@
-"""torch.compile with zoo's pass manager, counting the graphs each compiled function produced."""
+"""torch.compile with zoo's pass manager, counting the graphs each compiled function produced.
+
+Every compiled function gets a code object of its own. Dynamo keeps its cache (and its recompile budget) on
+code objects, so without this every model instance, batch bucket and mode compiled from the same method would
+share one cache: a second model would "recompile" the first one's graphs, trace its float constants (a softmax
+scale) as tensors, and exhaust the budget. With one code object per function, each function's graph count is
+exactly its number of true recompiles, and no process-wide Dynamo limit has to be raised.
+"""
 import functools
+import logging
+import time
+import types
 from collections import Counter
 
 import torch
@@ -7,22 +17,28 @@ from torch._inductor.compile_fx import compile_fx
 
 from compile_passes import ZooPassManager
 
-# Each batch bucket / cache shape / sampling setting is a legitimate specialization of a step function;
-# allow more of them than Dynamo's default before it gives up (fullgraph turns that into an error).
-for _name in ("recompile_limit", "cache_size_limit"):
-    if hasattr(torch._dynamo.config, _name):
-        setattr(torch._dynamo.config, _name, max(getattr(torch._dynamo.config, _name), 64))
+log = logging.getLogger("zoo")
+
+
+def _own_code(fn, name: str):
+    """A function calling `fn` whose code object belongs to it alone (Dynamo caches per code object)."""
+    def call(*args, **kwargs):
+        return fn(*args, **kwargs)
+    code = call.__code__.replace(co_name=f"zoo_{name}")
+    return types.FunctionType(code, call.__globals__, code.co_name, call.__defaults__, call.__closure__)
 
 
 class Compiler:
     def __init__(self, passes=("attention", "rope", "linears")):
         self.manager = ZooPassManager(passes)
         self.graphs = Counter()  # function name -> graphs compiled (1 = never recompiled)
+        self.seconds = Counter()  # function name -> seconds spent in Inductor
 
     def __call__(self, fn, name: str, dynamic=False):
         def backend(gm, example_inputs):
             self.manager.current = name
             mark = self.manager.checkpoint()
+            start = time.perf_counter()
             try:
                 # The graph caches are off so that the passes run (and report) every time; the manager's
                 # uuid() keeps them correct for anyone who turns them back on.
@@ -35,8 +51,10 @@ class Compiler:
                 self.manager.rollback(mark)
                 raise
             self.graphs[name] += 1
+            self.seconds[name] += time.perf_counter() - start
+            log.info("zoo: compiled %s (graph %d) in %.1f s", name, self.graphs[name], time.perf_counter() - start)
             return compiled
-        compiled = torch.compile(fn, backend=backend, fullgraph=True, dynamic=dynamic)
+        compiled = torch.compile(_own_code(fn, name), backend=backend, fullgraph=True, dynamic=dynamic)
         if dynamic is not True:
             return compiled
 

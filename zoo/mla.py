@@ -15,17 +15,21 @@ from zoo_ref.deepseek.mla import (MLA, MLACache, attention_mask, raise_for_flags
 from .compiler import Compiler
 from .cuda_graphs import GraphRunner, StaticBuffers
 from .packing import PackedWeights
+from .registry import register
 
 
+@register(MLA)
 class CompiledMLA:
-    def __init__(self, mla: MLA, cuda_graphs=True, passes=("attention", "rope", "linears")):
+    def __init__(self, mla: MLA, max_batch_size=None, max_seq_len=None, cuda_graphs=True,
+                 passes=("attention", "rope", "linears")):
+        """max_batch_size / max_seq_len are not used: an MLA's caches are the caller's (`new_cache`)."""
         self.mla, self.config = mla.eval(), mla.config
         w = mla.kv_b_proj.weight
         self.device, self.dtype = w.device, w.dtype
         self.compiler = Compiler(passes)
         self.packed = PackedWeights(mla)
-        if "linears" in passes:  # both read x
-            self.packed.pack(mla.q_proj if mla.config.q_lora_rank is None else mla.q_a_proj, mla.kv_a_proj_with_mqa)
+        if "linears" in passes:
+            self.packed.pack_declared()
         self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
         self.graphs = GraphRunner(warmup=1) if self.cuda_graphs else None
         # one code object per mode, so Dynamo keeps their graphs (and recompile budgets) apart; decode (T = 1,

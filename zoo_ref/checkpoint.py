@@ -1,14 +1,13 @@
 """Hugging Face checkpoint directories: config.json + model.safetensors, or sharded with an index."""
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from tqdm.auto import tqdm
 
-
-class CheckpointError(ValueError):
-    """A checkpoint does not fit the model: the message lists every missing/unexpected/misshaped tensor."""
+from .errors import CheckpointError
 
 
 def read_config(path) -> dict:
@@ -70,3 +69,21 @@ def load_weights(module: torch.nn.Module, path, optional=(), dtype=None, device=
                     target.copy_(sf.get_tensor(key).to(dtype=target.dtype))
     if dtype is not None or device is not None:
         module.to(dtype=dtype, device=device)
+
+
+@contextmanager
+def default_dtype(dtype):
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype or old)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
+def build_pretrained(cls, config, path, dtype=None, device=None, optional=()):
+    """`cls(config)` built directly in dtype on device (no fp32 copy first), then the checkpoint's weights."""
+    with torch.device(device or "cpu"), default_dtype(dtype):
+        model = cls(config)
+    load_weights(model, path, optional=optional)
+    return model.eval()

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .rope import inv_freq  # noqa: F401  (re-exported: the models' rotary tables)
+
 
 class RMSNorm(nn.Module):
     """y = w * (x / rms(x)); the statistics are computed in fp32, the product in x's dtype."""
@@ -76,10 +78,6 @@ def relative_error(a, b) -> float:
     """||a - b|| / ||b|| in float64 (b is the reference)."""
     a, b = a.double(), b.double()
     return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
-
-
-def inv_freq(dim: int, theta: float):
-    return 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
 
 
 __all__ = ["RMSNorm", "rms_normalize", "rotate_half", "rotate", "apply_rotary", "attention", "activation", "inv_freq",

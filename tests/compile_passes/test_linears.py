@@ -1,5 +1,5 @@
-"""The sibling-linears pass on its own: merges exactly the mm's whose weights zoo packed back to back, and
-the compiled module equals eager for random shapes."""
+"""The sibling-linears pass on its own: merges exactly the mm's (addmm's with biases) whose weights zoo packed
+back to back, and the compiled module equals eager for random shapes."""
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,9 +12,10 @@ from zoo_ref.layers import relative_error
 
 
 class Siblings(nn.Module):
-    def __init__(self, d, outs, bias_last=False):
+    def __init__(self, d, outs, bias_last=False, bias=False):
         super().__init__()
-        self.lins = nn.ModuleList(nn.Linear(d, n, bias=bias_last and i == len(outs) - 1) for i, n in enumerate(outs))
+        self.lins = nn.ModuleList(nn.Linear(d, n, bias=bias or (bias_last and i == len(outs) - 1))
+                                  for i, n in enumerate(outs))
 
     def forward(self, x):  # x: [B, T, d]; every linear reads x, one reads x twice
         ys = [lin(x) for lin in self.lins]
@@ -35,11 +36,11 @@ def compiled_with_pass(module):
 
 @settings(max_examples=6)
 @given(outs=st.lists(st.integers(1, 24), min_size=2, max_size=4), d=st.integers(1, 20), b=st.integers(1, 3),
-       t=st.integers(1, 4), pack=st.booleans(), seed=st.integers(0, 999))
-def test_merges_packed_siblings_only_and_matches_eager(outs, d, b, t, pack, seed):
+       t=st.integers(1, 4), pack=st.booleans(), bias=st.booleans(), seed=st.integers(0, 999))
+def test_merges_packed_siblings_only_and_matches_eager(outs, d, b, t, pack, bias, seed):
     torch.manual_seed(seed)
     torch._dynamo.reset()
-    m = Siblings(d, outs).eval()
+    m = Siblings(d, outs, bias=bias).eval()
     x = torch.randn(b, t, d)
     with torch.no_grad():
         before = m(x)
@@ -52,8 +53,8 @@ def test_merges_packed_siblings_only_and_matches_eager(outs, d, b, t, pack, seed
     assert len(merged) == (1 if pack else 0)
 
 
-def test_bias_or_mismatched_inputs_are_not_packed():
-    assert not pack_linears(nn.Linear(4, 3), nn.Linear(4, 2))  # biases: not an mm
+def test_mixed_biases_or_mismatched_inputs_are_not_packed():
+    assert not pack_linears(nn.Linear(4, 3), nn.Linear(4, 2, bias=False))  # one addmm, one mm
     assert not pack_linears(nn.Linear(4, 3, bias=False), nn.Linear(5, 2, bias=False))
     m = Siblings(8, [4, 6, 5], bias_last=True)
     assert not pack_linears(*m.lins)

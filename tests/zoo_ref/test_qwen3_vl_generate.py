@@ -67,5 +67,5 @@ def test_sampling_seeded_and_top_k1_is_greedy():
     greedy = model.generate(ids, max_new_tokens=6, eos_token_id=[])
     assert torch.equal(model.generate(ids, max_new_tokens=6, eos_token_id=[], do_sample=True, top_k=1, seed=3),
                        greedy)
-    with pytest.raises(ValueError, match="temperature must be > 0"):
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
         model.generate(ids, do_sample=True, temperature=0.0)

@@ -33,7 +33,7 @@ def test_from_pretrained_dtype(tmp_path):
     make_tiny_checkpoint(tmp_path, max_shard_bytes=30_000)
     model = Qwen3VLForConditionalGeneration.from_pretrained(tmp_path, dtype=torch.bfloat16)
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
-    assert model.model.language_model.inv_freq.dtype == torch.float32  # rotary tables stay fp32
+    assert model.model.language_model.rotary_emb.inv_freq.dtype == torch.float32  # rotary tables stay fp32
     tok = load_tokenizer(tmp_path)
     assert tok.convert_tokens_to_ids("<|image_pad|>") == model.config.image_token_id
 

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from ..layers import RMSNorm, apply_rotary, attention
-from .config import MLAConfig, rope_inv_freq, softmax_scale
+from ..rope import Rotary
+from .config import MLAConfig, softmax_scale
 
 
 class MLACache(nn.Module):
@@ -43,6 +44,9 @@ def latent_attention(q_lat, q_pe, kv, pe, mask, scale: float):
 
 
 class MLA(nn.Module):
+    # linears that read x, run as one mm by zoo.compile (the q_proj group when q_lora_rank is None)
+    packed_groups = (("q_a_proj", "kv_a_proj_with_mqa"), ("q_proj", "kv_a_proj_with_mqa"))
+
     def __init__(self, config: MLAConfig):
         super().__init__()
         c = self.config = config
@@ -57,8 +61,7 @@ class MLA(nn.Module):
         self.kv_a_layernorm = RMSNorm(c.kv_lora_rank)
         self.kv_b_proj = nn.Linear(c.kv_lora_rank, h * (c.qk_nope_head_dim + c.v_head_dim), bias=False)
         self.o_proj = nn.Linear(h * c.v_head_dim, c.hidden_size, bias=c.attention_bias)
-        inv_freq, self.rope_attention_factor = rope_inv_freq(c)
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.rotary_emb = Rotary(c.qk_rope_head_dim, c.rope_theta, c.yarn)
         self.scale = softmax_scale(c)
 
     def new_cache(self, batch, max_len, dtype=None, device=None) -> MLACache:
@@ -68,10 +71,7 @@ class MLA(nn.Module):
 
     # ------------------------------------------------------------------ pieces
     def rope(self, positions, dtype):  # positions: [B, T] -> cos, sin [B, T, 1, R] in dtype
-        freqs = positions[..., None].float() * self.inv_freq
-        emb = torch.cat([freqs, freqs], dim=-1)[:, :, None, :]
-        f = self.rope_attention_factor
-        return (emb.cos() * f).to(dtype), (emb.sin() * f).to(dtype)
+        return self.rotary_emb(positions, dtype)
 
     def project(self, x, positions):
         """x: [B, T, dim] -> q_nope [B, T, H, N], q_pe [B, T, H, R] (rotated), latent [B, T, C], k_pe [B, T, R]."""

@@ -1,6 +1,7 @@
 """Qwen3-VL reference (the correctness oracle): plain PyTorch, Hugging Face checkpoint keys."""
-from .config import ConfigError, Qwen3VLConfig, TextConfig, VisionConfig
-from .generate import generate, new_caches
+from ..errors import ConfigError
+from ..generation import generate
+from .config import Qwen3VLConfig, TextConfig, VisionConfig
 from .model import Qwen3VLForConditionalGeneration
 from .positions import mrope_positions
 from .processor import (build_inputs, chat_prompt, expand_placeholders, frame_timestamps, process_images,
@@ -14,5 +15,5 @@ def load_tokenizer(path):
 
 
 __all__ = ["ConfigError", "Qwen3VLConfig", "TextConfig", "VisionConfig", "Qwen3VLForConditionalGeneration",
-           "generate", "new_caches", "mrope_positions", "build_inputs", "chat_prompt", "expand_placeholders",
+           "generate", "mrope_positions", "build_inputs", "chat_prompt", "expand_placeholders",
            "frame_timestamps", "process_images", "process_video", "smart_resize", "load_tokenizer"]

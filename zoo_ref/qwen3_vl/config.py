@@ -1,15 +1,9 @@
 """Qwen3-VL configuration, read from a Hugging Face config.json (transformers 4.57 and 5.x spellings)."""
 from dataclasses import asdict, dataclass, field
 
-
-class ConfigError(ValueError):
-    pass
-
-
-def _require(d: dict, keys, where: str):
-    missing = [k for k in keys if d.get(k) is None]
-    if missing:
-        raise ConfigError(f"{where} is missing required field(s): {', '.join(missing)}")
+from ..decoder import DecoderConfig, decoder_fields
+from ..decoder import require as _require
+from ..errors import ConfigError
 
 
 @dataclass
@@ -38,20 +32,9 @@ class VisionConfig:
 
 
 @dataclass
-class TextConfig:
-    vocab_size: int
-    hidden_size: int
-    intermediate_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    num_key_value_heads: int
-    head_dim: int
-    rope_theta: float
-    mrope_section: list[int]
-    rms_norm_eps: float = 1e-6
-    max_position_embeddings: int = 262144
-    attention_bias: bool = False
-    hidden_act: str = "silu"
+class TextConfig(DecoderConfig):
+    """Qwen3's decoder config plus the interleaved M-RoPE sections (T, H, W frequencies)."""
+    mrope_section: list[int] = field(default_factory=lambda: [24, 20, 20])
 
 
 @dataclass
@@ -89,13 +72,9 @@ class Qwen3VLConfig:
         section = list(rope.get("mrope_section", [24, 20, 20]))
         if len(section) != 3 or sum(section) != head_dim // 2:
             raise ConfigError(f"mrope_section {section} must have 3 entries summing to head_dim/2 = {head_dim // 2}")
-        text = TextConfig(
-            vocab_size=t["vocab_size"], hidden_size=t["hidden_size"], intermediate_size=t["intermediate_size"],
-            num_hidden_layers=t["num_hidden_layers"], num_attention_heads=t["num_attention_heads"],
-            num_key_value_heads=t.get("num_key_value_heads") or t["num_attention_heads"], head_dim=head_dim,
-            rope_theta=float(theta), mrope_section=section, rms_norm_eps=t.get("rms_norm_eps", 1e-6),
-            max_position_embeddings=t.get("max_position_embeddings", 262144),
-            attention_bias=t.get("attention_bias", False), hidden_act=t.get("hidden_act", "silu"))
+        fields = decoder_fields({"max_position_embeddings": 262144, **t, "rope_theta": theta, "rope_parameters": None,
+                                 "rope_scaling": None, "head_dim": head_dim}, "text_config", qk_norm=True)
+        text = TextConfig(**fields, mrope_section=section)
         vrope = v.get("rope_parameters") or {}
         vision = VisionConfig(
             depth=v["depth"], hidden_size=v["hidden_size"], intermediate_size=v["intermediate_size"],
@@ -108,8 +87,6 @@ class Qwen3VLConfig:
         side = int(round(vision.num_position_embeddings ** 0.5))
         if side * side != vision.num_position_embeddings:
             raise ConfigError(f"num_position_embeddings {vision.num_position_embeddings} is not a square grid")
-        if text.num_attention_heads % text.num_key_value_heads:
-            raise ConfigError("num_attention_heads must be a multiple of num_key_value_heads")
         if any(not 0 <= i < vision.depth for i in vision.deepstack_visual_indexes):
             raise ConfigError(f"deepstack_visual_indexes {vision.deepstack_visual_indexes} out of range for depth "
                               f"{vision.depth}")
@@ -129,6 +106,9 @@ class Qwen3VLConfig:
         t, v = asdict(self.text), asdict(self.vision)
         rope = {"rope_type": "default", "rope_theta": t.pop("rope_theta"),
                 "mrope_section": t.pop("mrope_section"), "mrope_interleaved": True}
+        for name in ("o_bias", "qk_norm", "yarn", "tie_word_embeddings", "eos_token_id", "pad_token_id"):
+            t.pop(name)
+        t["attention_bias"] = t.pop("qkv_bias")
         v.pop("rope_theta")
         return {
             "model_type": "qwen3_vl", "architectures": ["Qwen3VLForConditionalGeneration"],

@@ -1,10 +1,10 @@
 """Qwen3VLForConditionalGeneration: vision encoder + text decoder + tied lm_head, HF state_dict keys."""
-from contextlib import contextmanager
-
 import torch
 from torch import nn
 
-from ..checkpoint import load_weights, read_config
+from ..checkpoint import build_pretrained, read_config
+from ..decoder import causal_mask
+from ..generation import generate
 from .config import Qwen3VLConfig
 from .positions import mrope_positions
 from .text import TextModel
@@ -18,23 +18,6 @@ class Qwen3VLModel(nn.Module):  # the "model." prefix of the checkpoint keys
         self.language_model = TextModel(config.text)
 
 
-def causal_mask(key_valid, query_slots):
-    """key_valid: bool [B, S]; query_slots: [T] cache slot of each query -> bool [B, 1, T, S]."""
-    s = key_valid.shape[1]
-    causal = torch.arange(s, device=key_valid.device)[None, :] <= query_slots[:, None]  # [T, S]
-    return key_valid[:, None, None, :] & causal[None, None]
-
-
-@contextmanager
-def _default_dtype(dtype):
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(dtype or old)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(old)
-
-
 class Qwen3VLForConditionalGeneration(nn.Module):
     def __init__(self, config: Qwen3VLConfig):
         super().__init__()
@@ -43,6 +26,20 @@ class Qwen3VLForConditionalGeneration(nn.Module):
         self.lm_head = nn.Linear(config.text.hidden_size, config.text.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.language_model.embed_tokens.weight
+
+    @property
+    def text_config(self):
+        return self.config.text
+
+    @property
+    def decoder(self):
+        return self.model.language_model
+
+    @property
+    def banned_token_ids(self):
+        """Placeholders are input-only: a generated one could not be fed back (it would claim visual features
+        that do not exist)."""
+        return (self.config.image_token_id, self.config.video_token_id)
 
     # ---------------------------------------------------------------- inputs
     def _check_visual(self, kind, pixels, grid, input_ids):
@@ -101,6 +98,14 @@ class Qwen3VLForConditionalGeneration(nn.Module):
             deepstack = [torch.zeros_like(x).index_put((visual_mask,), level.to(x.dtype)) for level in deepstack]
         return x, deepstack
 
+    def rope_positions(self, input_ids, valid, image_grid_thw=None, video_grid_thw=None, **_):
+        """M-RoPE positions [3, B, T] and each row's next position [B] (continues on all three rows)."""
+        positions, deltas = mrope_positions(input_ids, self.config, image_grid_thw, video_grid_thw, valid)
+        return positions, valid.sum(-1) + deltas
+
+    def decode_positions(self, next_pos):  # [B] -> [3, B, 1]
+        return next_pos.view(1, -1, 1).expand(3, -1, 1)
+
     # ---------------------------------------------------------------- forward
     def decode_hidden(self, x, positions, mask, deepstack=(), caches=None, cache_pos=None):
         return self.lm_head(self.model.language_model(x, positions, mask, deepstack, caches, cache_pos))
@@ -109,10 +114,10 @@ class Qwen3VLForConditionalGeneration(nn.Module):
                 video_grid_thw=None, attention_mask=None):
         """Full-sequence logits [B, T, vocab]. attention_mask: [B, T] (1 = token, 0 = padding)."""
         x, deepstack = self.embed(input_ids, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw)
-        positions, _ = mrope_positions(input_ids, self.config, image_grid_thw, video_grid_thw, attention_mask)
-        b, t = input_ids.shape
+        t = input_ids.shape[1]
         valid = (torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None
                  else attention_mask.bool())
+        positions, _ = self.rope_positions(input_ids, valid, image_grid_thw, video_grid_thw)
         mask = causal_mask(valid, torch.arange(t, device=input_ids.device))
         return self.decode_hidden(x, positions, mask, deepstack)
 
@@ -120,13 +125,10 @@ class Qwen3VLForConditionalGeneration(nn.Module):
     @classmethod
     def from_pretrained(cls, path, dtype=None, device=None):
         config = Qwen3VLConfig.from_dict(read_config(path))
-        with torch.device(device or "cpu"), _default_dtype(dtype):
-            model = cls(config)
-        optional = ("lm_head.weight",) if config.tie_word_embeddings else ()
-        load_weights(model, path, optional=optional)
-        return model.eval()
+        return build_pretrained(cls, config, path, dtype, device,
+                                optional=("lm_head.weight",) if config.tie_word_embeddings else ())
 
     def generate(self, input_ids, **kwargs):
-        """Static-cache generation; see `zoo_ref.qwen3_vl.generate.generate` for the arguments."""
-        from .generate import generate
+        """Static-cache generation; see `zoo_ref.generation.generate` for the arguments (plus pixel_values,
+        image_grid_thw, pixel_values_videos, video_grid_thw)."""
         return generate(self, input_ids, **kwargs)

@@ -1,7 +1,7 @@
 """zoo's custom ops (torch.library): opaque to Inductor, plain torch on CPU, Triton on CUDA.
 
 The CPU bodies call zoo_ref's own math, so each op's meaning is the oracle's by construction; the Triton
-kernels in zoo/kernels are tested against these bodies (tests/zoo/test_kernels.py, TRITON_INTERPRET=1).
+kernels in compile_passes/kernels are tested against these bodies (tests/compile_passes/test_kernels.py, TRITON_INTERPRET=1).
 """
 import torch
 from torch import Tensor

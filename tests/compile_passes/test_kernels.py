@@ -10,10 +10,10 @@ from hypothesis import strategies as st
 triton = pytest.importorskip("triton")
 DEVICE = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda"  # interpreter set in conftest.py
 
-from zoo.kernels.cache_write import cache_write_triton  # noqa: E402
-from zoo.kernels.gqa_decode import gqa_decode_triton  # noqa: E402
-from zoo.kernels.mla_decode import mla_decode_triton  # noqa: E402
-from zoo.kernels.rope import rope_triton  # noqa: E402
+from compile_passes.kernels.cache_write import cache_write_triton  # noqa: E402
+from compile_passes.kernels.gqa_decode import gqa_decode_triton  # noqa: E402
+from compile_passes.kernels.mla_decode import mla_decode_triton  # noqa: E402
+from compile_passes.kernels.rope import rope_triton  # noqa: E402
 from zoo_ref.deepseek.mla import latent_attention  # noqa: E402
 from zoo_ref.layers import attention, rotate  # noqa: E402
 

@@ -1,0 +1,91 @@
+"""zoo.compile(Qwen3 / Qwen2) == zoo_ref on CPU: logits with left padding, 20 greedy decode steps, every site
+replaced; sampling settings are graph inputs (one decode graph per bucket for 50 settings, mixed batches,
+seeded draws equal to the reference's). One compiled model per family for the module (compiling is slow)."""
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import zoo
+from tests.strategies import paired_dense, text_batches
+from zoo_ref.layers import relative_error
+
+CONFIGS = {
+    "qwen3": {"model_type": "qwen3", "vocab_size": 96, "hidden_size": 64, "intermediate_size": 96,
+              "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+              "tie_word_embeddings": True, "eos_token_id": 2, "pad_token_id": 0, "max_position_embeddings": 256,
+              "rope_parameters": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32,
+                                  "rope_theta": 10000.0}},
+    "qwen2": {"model_type": "qwen2", "vocab_size": 96, "hidden_size": 64, "intermediate_size": 96,
+              "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 16,
+              "tie_word_embeddings": False, "eos_token_id": 2, "pad_token_id": 0, "rope_theta": 1e6,
+              "max_position_embeddings": 256},
+}
+BATCH = 2  # one bucket: forward, prefill and decode compile once each
+
+
+@pytest.fixture(scope="module", params=list(CONFIGS))
+def models(request):
+    _, model = paired_dense(CONFIGS[request.param], seed=4)
+    return model, zoo.compile(model, max_batch_size=BATCH, max_seq_len=48)
+
+
+@settings(max_examples=5)
+@given(data=st.data())
+def test_logits_and_20_greedy_steps_match_reference(models, data):
+    model, compiled = models
+    ids, mask = data.draw(text_batches(batch=BATCH), label="inputs")
+    with torch.no_grad():
+        ref = model(ids, attention_mask=mask)
+    valid = mask.bool()
+    assert relative_error(compiled(ids, attention_mask=mask)[valid], ref[valid]) < 1e-4
+    tokens, logits = compiled.generate(ids, attention_mask=mask, max_new_tokens=20, eos_token_id=[],
+                                       return_logits=True)
+    ref_tokens, ref_logits = model.generate(ids, attention_mask=mask, max_new_tokens=20, eos_token_id=[],
+                                            return_logits=True)
+    assert relative_error(logits, ref_logits) < 1e-4
+    chosen = ref_logits.gather(-1, tokens[..., None])[..., 0]
+    best = ref_logits.max(-1).values
+    assert torch.all((tokens == ref_tokens) | (best - chosen <= 1e-5 * best.abs().clamp_min(1)))
+
+
+def test_every_site_replaced(models):
+    model, compiled = models
+    compiled.generate(torch.randint(3, 96, (BATCH, 5)), max_new_tokens=3, eos_token_id=[])
+    report = zoo.explain(compiled)
+    layers = model.config.num_hidden_layers
+    for name, counts in report.per_graph:
+        assert counts["attention"] == layers and counts["rope"] == layers and counts["rope_unpaired"] == 0, (name, counts)
+        assert counts["linears"] == 2 * layers, (name, counts)  # q/k/v (with Qwen2's biases) and gate/up
+    assert {name for name, _ in report.per_graph} >= {f"prefill[b={BATCH}]", f"decode[b={BATCH}]"}
+
+
+def test_50_sampling_settings_one_decode_graph_and_draws_equal_the_reference(models):
+    model, compiled = models
+    ids = torch.randint(3, 96, (BATCH, 6))
+    g = torch.Generator().manual_seed(0)
+    for i in range(50):
+        kw = dict(do_sample=bool(i % 5), temperature=0.5 + torch.rand(1, generator=g).item(), top_k=i % 7,
+                  top_p=[0.3 + 0.7 * torch.rand(1, generator=g).item(), 1.0], repetition_penalty=1 + (i % 3) / 4,
+                  seed=i, max_new_tokens=3, eos_token_id=[])
+        got = compiled.generate(ids, **kw)
+        if i < 10:  # same logits (fp32) and the same counter-based noise: the reference's very tokens
+            assert torch.equal(got, model.generate(ids, **kw)), i
+    graphs = zoo.explain(compiled).graphs
+    assert graphs[f"decode[b={BATCH}]"] == 1 and graphs[f"prefill[b={BATCH}]"] == 1, graphs
+
+
+def test_mixed_batch_and_seeds(models):
+    model, compiled = models
+    ids = torch.randint(3, 96, (BATCH, 7))
+    mixed = dict(do_sample=[False, True], top_p=[1.0, 0.9], temperature=[1.0, 1.3], max_new_tokens=8,
+                 eos_token_id=[])
+    a = compiled.generate(ids, seed=11, **mixed)
+    greedy_alone = model.generate(ids[:1], max_new_tokens=8, eos_token_id=[])
+    assert torch.equal(a[:1], greedy_alone)
+    assert torch.equal(compiled.generate(ids, seed=11, **mixed), a)  # a seed reproduces its tokens
+    other = compiled.generate(ids, seed=12, **mixed)
+    assert torch.equal(other[:1], a[:1]) and not torch.equal(other[1:], a[1:])  # only the sampled row moves
+    state = torch.random.get_rng_state()
+    compiled.generate(ids, seed=5, **mixed)
+    assert torch.equal(torch.random.get_rng_state(), state)  # torch's global RNG untouched

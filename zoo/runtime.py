@@ -1,0 +1,212 @@
+"""The compiled-decoder runtime every zoo text model shares: batch buckets, static KV caches, decode state,
+compiled prefill (dynamic length) and decode (one graph per batch bucket, sampling inside it), hand-captured
+CUDA graphs, packed-weight checks and pattern recording. The generate loop is zoo_ref's own (decode_loop).
+
+A model joins through zoo_ref's generation interface (`embed`, `rope_positions`, `decode_positions`,
+`decode_hidden`, `text_config`, `banned_token_ids`, declared `packed_groups`): `CompiledDecoder` serves every
+`zoo_ref.causal_lm.CausalLM` (Qwen3, Qwen2) as is; Qwen3-VL adds its vision encoder in zoo/qwen3_vl.py.
+"""
+import functools
+
+import torch
+from torch import nn
+
+from zoo_ref.causal_lm import CausalLM
+from zoo_ref.decoder import causal_mask, new_caches
+from zoo_ref.generation import decode_loop, generation_setup
+from zoo_ref.sampling import SamplingParams, sample_next, sampling_params, seen_tokens
+
+from .compiler import Compiler
+from .cuda_graphs import GraphRunner, StaticBuffers
+from .packing import PackedWeights
+from .registry import register
+
+DEFAULTS = sampling_params(1, seed=0)  # a greedy row: what padding rows of a bucket run with
+
+
+def decode_state(batch, max_len, vocab, device):
+    """Everything a decode step reads and advances (the CUDA graph's inputs and outputs), sampling settings
+    included: per-row tensors, so one graph serves every setting."""
+    def zeros(*shape, dtype=torch.long):
+        return torch.zeros(shape, dtype=dtype, device=device)
+    params = {f: getattr(DEFAULTS, f).expand(batch).to(device) for f in SamplingParams.FIELDS}
+    return StaticBuffers(tokens=zeros(batch), positions=zeros(batch), slot=zeros(1), step=zeros(1),
+                         key_valid=zeros(batch, max_len, dtype=torch.bool), seen=zeros(batch, vocab, dtype=torch.bool),
+                         **params)
+
+
+def params_of(state) -> SamplingParams:
+    return SamplingParams(*(getattr(state, f) for f in SamplingParams.FIELDS))
+
+
+@register(CausalLM)
+class CompiledDecoder:
+    EOS_CHECK_EVERY = 8
+
+    def __init__(self, model, max_batch_size=8, max_seq_len=2048, cuda_graphs=True,
+                 passes=("attention", "rope", "linears")):
+        for name, v in (("max_batch_size", max_batch_size), ("max_seq_len", max_seq_len)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"zoo.compile: {name} must be an int >= 1, got {v!r}")
+        self.model, self.config = model.eval(), model.config
+        c = self.text = model.text_config
+        w = model.lm_head.weight
+        self.device, self.dtype, self.max_len = w.device, w.dtype, max_seq_len
+        self.compiler = Compiler(passes)
+        self.packed = PackedWeights(model)
+        if "linears" in passes:
+            self.packed.pack_declared()
+        self.buckets = sorted({b for b in (1, 2, 4, 8, 16, 32, 64, 128) if b < max_batch_size} | {max_batch_size})
+        full = new_caches(c, max_batch_size, max_seq_len, self.dtype, self.device)
+        self.caches = {b: nn.ModuleList(type(x).over(x.k[:b], x.v[:b]) for x in full) for b in self.buckets}
+        self.states = {}  # bucket -> decode state, made when the bucket is first used
+        self.banned = torch.tensor(model.banned_token_ids, dtype=torch.long, device=self.device)
+        self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
+        self.graphs = GraphRunner() if self.cuda_graphs else None
+        self._prefills, self._decoders = {}, {}
+        self._register_patterns()
+
+    # ------------------------------------------------------------------ graph bodies (zoo_ref math)
+    def _prefill_fn(self, caches, x, positions, deepstack, key_valid, slots, all_logits: bool):
+        h = self.model.decoder(x, positions, causal_mask(key_valid, slots), deepstack.unbind(0), caches, slots)
+        return self.model.lm_head(h if all_logits else h[:, -1])
+
+    def _decode_fn(self, caches, state):
+        x = self.model.decoder.embed_tokens(state.tokens[:, None])
+        state.key_valid.index_fill_(1, state.slot, True)
+        logits = self.model.decode_hidden(x, self.model.decode_positions(state.positions),
+                                          causal_mask(state.key_valid, state.slot), caches=caches,
+                                          cache_pos=state.slot)[:, -1]
+        token = sample_next(logits, state.seen, params_of(state), state.step, self.banned)
+        state.seen.scatter_(1, token[:, None], True)
+        state.tokens.copy_(token)
+        state.positions.add_(1)
+        state.slot.add_(1)
+        state.step.add_(1)
+        return logits
+
+    def _register_patterns(self):
+        """Run each graph body once eagerly on tiny inputs so the passes learn every call-site layout
+        (batch 1 and batch > 1 trace differently: a transposed q only needs a copy when B > 1)."""
+        for b in sorted({self.buckets[0], self.buckets[-1]}):
+            with torch.no_grad(), self.compiler.manager.record_call_sites():
+                t = 3
+                x = torch.zeros(b, t, self.text.hidden_size, dtype=self.dtype, device=self.device)
+                levels = torch.zeros(self._levels(), *x.shape, dtype=self.dtype, device=self.device)
+                key_valid = torch.ones(b, self.max_len, dtype=torch.bool, device=self.device)
+                pos, _ = self.model.rope_positions(torch.zeros(b, t, dtype=torch.long, device=self.device),
+                                                   key_valid[:, :t])
+                for all_logits in (False, True):
+                    self._prefill_fn(self.caches[b], x, pos, levels, key_valid, torch.arange(t, device=self.device),
+                                     all_logits)
+                self._decode_fn(self.caches[b], decode_state(b, self.max_len, self.text.vocab_size, self.device))
+                self._record_extra()
+
+    def _record_extra(self):
+        """Other compiled bodies a model has (Qwen3-VL: the vision encoder)."""
+
+    def _levels(self) -> int:
+        """Deepstack levels the prefill takes (Qwen3-VL's visual features; 0 for text models)."""
+        return 0
+
+    # ------------------------------------------------------------------ pieces
+    def embed(self, input_ids, **inputs):
+        return self.model.embed(input_ids, **inputs)
+
+    def _bucket(self, b):
+        for bucket in self.buckets:
+            if bucket >= b:
+                return bucket
+        raise ValueError(f"batch {b} exceeds max_batch_size {self.buckets[-1]}")
+
+    def _prepare(self, input_ids, valid, extra_tokens, inputs):
+        """Embeddings, positions and key mask, padded to the batch bucket."""
+        b, t = input_ids.shape
+        if t + extra_tokens > self.max_len:
+            raise ValueError(f"cache overflow: prompt {t} + {extra_tokens} new tokens > max_seq_len {self.max_len}")
+        bucket = self._bucket(b)
+        x, deepstack = self.embed(input_ids, **inputs)
+        positions, next_pos = self.model.rope_positions(input_ids, valid, **inputs)
+        levels = torch.zeros(self._levels(), bucket, t, x.shape[-1], dtype=x.dtype, device=x.device)
+        if deepstack:
+            levels[:, :b] = torch.stack(deepstack)
+        pad = bucket - b  # extra rows: dummy sequences, never read
+        x = torch.cat([x, x.new_zeros(pad, t, x.shape[-1])])
+        dummy_pos, _ = self.model.rope_positions(input_ids.new_zeros(pad, t), valid.new_ones(pad, t))
+        positions = torch.cat([positions, dummy_pos], dim=-2)  # batch is the second-to-last dim
+        key_valid = torch.zeros(bucket, self.max_len, dtype=torch.bool, device=x.device)
+        key_valid[:, :t] = torch.cat([valid, valid.new_ones(pad, t)])
+        return bucket, x, positions, levels, key_valid, next_pos
+
+    def _prefill(self, bucket, all_logits):
+        key = (bucket, all_logits)
+        if key not in self._prefills:
+            name = f"{'forward' if all_logits else 'prefill'}[b={bucket}]"
+            self._prefills[key] = self.compiler(functools.partial(self._prefill_fn, all_logits=all_logits), name,
+                                                dynamic=True)
+        return self._prefills[key]
+
+    def _decoder(self, bucket):
+        if bucket not in self._decoders:
+            self._decoders[bucket] = self.compiler(self._decode_fn, f"decode[b={bucket}]")
+            self.states[bucket] = decode_state(bucket, self.max_len, self.text.vocab_size, self.device)
+        return self._decoders[bucket]
+
+    # ------------------------------------------------------------------ public API
+    @torch.no_grad()
+    def __call__(self, input_ids, attention_mask=None, **inputs):
+        """Full-sequence logits [B, T, vocab], like the reference's forward."""
+        self.packed.check()
+        b, t = input_ids.shape
+        valid = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+        bucket, x, pos, levels, key_valid, _ = self._prepare(input_ids, valid, 0, inputs)
+        slots = torch.arange(t, device=x.device)
+        return self._prefill(bucket, True)(self.caches[bucket], x, pos, levels, key_valid, slots)[:b]
+
+    forward = __call__
+
+    @torch.no_grad()
+    def generate(self, input_ids, attention_mask=None, max_new_tokens=32, do_sample=False, temperature=1.0, top_k=0,
+                 top_p=1.0, repetition_penalty=1.0, seed=None, eos_token_id=None, pad_token_id=None,
+                 return_logits=False, streamer=None, **inputs):
+        """Same arguments and results as zoo_ref's generate (sampled tokens too: both draw the same seeded noise)."""
+        params, eos, pad, valid = generation_setup(
+            self.model, input_ids, attention_mask, max_new_tokens, eos_token_id, pad_token_id, do_sample=do_sample,
+            temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty, seed=seed)
+        self.packed.check()
+        b, t = input_ids.shape
+        bucket, x, pos, levels, key_valid, next_pos = self._prepare(input_ids, valid, max_new_tokens, inputs)
+        slots = torch.arange(t, device=self.device)
+        logits = self._prefill(bucket, False)(self.caches[bucket], x, pos, levels, key_valid, slots)
+        step = self._decoder(bucket)
+
+        state = self.states[bucket]
+        state.key_valid.copy_(key_valid)
+        ids = torch.cat([input_ids, input_ids.new_zeros(bucket - b, t)])
+        state.seen.copy_(seen_tokens(ids, key_valid[:, :t], self.text.vocab_size))
+        for f in SamplingParams.FIELDS:  # padding rows run greedy
+            getattr(state, f).copy_(getattr(DEFAULTS, f).expand(bucket))
+            getattr(state, f)[:b] = getattr(params, f)
+        first = sample_next(logits, state.seen, params_of(state), state.step.zero_(), self.banned)
+        state.seen.scatter_(1, first[:, None], True)
+        state.tokens.copy_(first)
+        state.positions.copy_(torch.cat([next_pos, torch.full((bucket - b,), t, device=self.device)]))
+        state.slot.fill_(t)
+        state.step.fill_(1)
+
+        caches = self.caches[bucket]
+        run = (lambda: self.graphs.run(bucket, step, caches, state)) if self.cuda_graphs \
+            else (lambda: step(caches, state))
+        all_logits = [logits[:b]]
+
+        def advance(token):
+            state.tokens[:b] = token  # finished rows feed padding, like the reference
+            logits = run()
+            if return_logits:
+                all_logits.append(logits[:b].clone())
+            return state.tokens[:b].clone()
+
+        if streamer is not None:
+            streamer.put(input_ids.cpu())
+        tokens = decode_loop(first[:b], advance, max_new_tokens, eos, pad, self.EOS_CHECK_EVERY, streamer)
+        return (tokens, torch.stack(all_logits[:tokens.shape[1]], dim=1)) if return_logits else tokens

@@ -1,0 +1,105 @@
+"""Rotary position embeddings: inverse frequencies (default and YaRN) and the 1-D cos/sin tables.
+
+Shared by every model with 1-D positions (Qwen3 / Qwen2 decoders, DeepSeek MLA); Qwen3-VL's M-RoPE builds on
+`inv_freq`. Config parsing accepts transformers 4.57 (`rope_theta` + `rope_scaling`) and 5.x (`rope_parameters`)
+spellings and follows 5.x semantics (YaRN's original_max_position_embeddings defaults to max_position_embeddings).
+"""
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+
+
+class RopeConfigError(ConfigError):
+    pass
+
+
+@dataclass(frozen=True)
+class YarnConfig:
+    factor: float
+    original_max_position_embeddings: int
+    beta_fast: float = 32.0
+    beta_slow: float = 1.0
+    mscale: float | None = None
+    mscale_all_dim: float | None = None
+    attention_factor: float | None = None
+    truncate: bool = True
+
+
+def inv_freq(dim: int, theta: float):
+    return 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+
+
+def parse_rope(d: dict, default_theta: float = 10000.0, supported=("default", "yarn")):
+    """A config.json dict -> (rope_theta, YarnConfig or None, the raw rope dict)."""
+    rope = dict(d.get("rope_parameters") or d.get("rope_scaling") or {})
+    theta = rope.get("rope_theta", d.get("rope_theta", default_theta))
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type not in supported:
+        raise RopeConfigError(f"unsupported rope_type {rope_type!r} (supported: {', '.join(map(repr, supported))})")
+    yarn = None
+    if rope_type == "yarn":
+        max_pos = d.get("max_position_embeddings")
+        original = rope.get("original_max_position_embeddings") or max_pos
+        if original is None:
+            raise RopeConfigError("yarn rope scaling needs original_max_position_embeddings or max_position_embeddings")
+        factor = rope.get("factor")
+        if factor is None:
+            if max_pos is None:
+                raise RopeConfigError("yarn rope scaling needs a factor (or max_position_embeddings to derive it)")
+            factor = max_pos / original
+        yarn = YarnConfig(factor=float(factor), original_max_position_embeddings=int(original),
+                          beta_fast=rope.get("beta_fast") or 32, beta_slow=rope.get("beta_slow") or 1,
+                          mscale=rope.get("mscale"), mscale_all_dim=rope.get("mscale_all_dim"),
+                          attention_factor=rope.get("attention_factor"), truncate=rope.get("truncate", True))
+    return float(theta), yarn, rope
+
+
+def yarn_mscale(scale, mscale=1.0):
+    return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
+
+
+def rope_inv_freq(dim: int, base: float, yarn: YarnConfig | None):
+    """-> (inv_freq [dim / 2] fp32, attention_factor that scales cos/sin)."""
+    pos_freqs = base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim)
+    if yarn is None:
+        return 1.0 / pos_freqs, 1.0
+    y = yarn
+
+    def correction_dim(rotations):  # the dim whose wavelength fits `rotations` times in the original context
+        return dim * math.log(y.original_max_position_embeddings / (rotations * 2 * math.pi)) / (2 * math.log(base))
+
+    low, high = correction_dim(y.beta_fast), correction_dim(y.beta_slow)
+    if y.truncate:
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, dim - 1)
+    if low == high:
+        high += 0.001
+    ramp = ((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)
+    extrapolate = 1 - ramp  # 1 = keep the original frequency, 0 = divide it by factor
+    freq = (1.0 / (y.factor * pos_freqs)) * (1 - extrapolate) + (1.0 / pos_freqs) * extrapolate
+    if y.attention_factor is not None:
+        attention_factor = y.attention_factor
+    elif y.mscale and y.mscale_all_dim:
+        attention_factor = yarn_mscale(y.factor, y.mscale) / yarn_mscale(y.factor, y.mscale_all_dim)
+    else:
+        attention_factor = yarn_mscale(y.factor)
+    return freq, float(attention_factor)
+
+
+class Rotary(nn.Module):
+    """1-D RoPE tables. positions [B, T] -> cos, sin [B, T, 1, dim] in `dtype` (computed in fp32)."""
+
+    def __init__(self, dim: int, theta: float, yarn: YarnConfig | None = None):
+        super().__init__()
+        freq, self.attention_factor = rope_inv_freq(dim, theta, yarn)
+        self.register_buffer("inv_freq", freq, persistent=False)
+
+    def forward(self, positions, dtype):
+        freqs = positions[..., None].float() * self.inv_freq
+        emb = torch.cat([freqs, freqs], dim=-1)[:, :, None, :]
+        f = self.attention_factor
+        return (emb.cos() * f).to(dtype), (emb.sin() * f).to(dtype)
