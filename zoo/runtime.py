@@ -14,7 +14,7 @@ from torch import nn
 from zoo_ref.causal_lm import CausalLM
 from zoo_ref.decoder import causal_mask, new_caches
 from zoo_ref.generation import decode_loop, generation_setup
-from zoo_ref.sampling import SamplingParams, sample_next, sampling_params, seen_tokens
+from zoo_ref.sampling import SamplingParams, keep_threshold, sample_next, sampling_params, seen_tokens
 
 from .compiler import Compiler
 from .cuda_graphs import GraphRunner, StaticBuffers
@@ -37,6 +37,20 @@ def decode_state(batch, max_len, vocab, device):
 
 def params_of(state) -> SamplingParams:
     return SamplingParams(*(getattr(state, f) for f in SamplingParams.FIELDS))
+
+
+@torch.library.custom_op("zoo::keep_threshold", mutates_args=())
+def keep_threshold_op(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """zoo_ref's top-k/top-p threshold (a sort of the vocabulary and a few ops on it), opaque to Inductor inside
+    the decode graph; its kernels are captured in the CUDA graph like the rest. Inductor's fusion of these
+    reductions over a 152k vocabulary failed to compile at batch 8 on the H100 (Triton codegen TypeError in a
+    split reduction); the rest of the sampler (penalty, noise, argmax) is fused as usual."""
+    return keep_threshold(logits, top_k, top_p)
+
+
+@keep_threshold_op.register_fake
+def _(logits, top_k, top_p):
+    return logits.new_empty(logits.shape[0], 1)
 
 
 @register(CausalLM)
@@ -77,7 +91,7 @@ class CompiledDecoder:
         logits = self.model.decode_hidden(x, self.model.decode_positions(state.positions),
                                           causal_mask(state.key_valid, state.slot), caches=caches,
                                           cache_pos=state.slot)[:, -1]
-        token = sample_next(logits, state.seen, params_of(state), state.step, self.banned)
+        token = sample_next(logits, state.seen, params_of(state), state.step, self.banned, keep_threshold_op)
         state.seen.scatter_(1, token[:, None], True)
         state.tokens.copy_(token)
         state.positions.add_(1)

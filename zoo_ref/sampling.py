@@ -104,34 +104,44 @@ def apply_repetition_penalty(logits, seen, penalty):
     return torch.where(seen, torch.where(logits > 0, logits / p, logits * p), logits)
 
 
-def filter_top_k_top_p(logits, top_k, top_p):
-    """Mask (to -inf) everything outside each row's top-k and top-p nucleus. logits [B, V] fp32; top_k [B] long
-    (0 = off; ties with the k-th value stay); top_p [B] (1 = off; a token goes when the probability mass strictly
-    before it already reaches top_p, so the top token always stays)."""
+def keep_threshold(logits, top_k, top_p):
+    """[B, 1]: the smallest logit each row keeps under its top-k and top-p (tokens below it are filtered).
+    logits [B, V] fp32; top_k [B] long (0 = off; ties with the k-th value stay); top_p [B] (1 = off; the nucleus is
+    computed on the top-k-filtered softmax: a token goes when the mass strictly before it in sorted order already
+    reaches top_p, so the top token always stays; tokens tied with the last kept one stay too).
+
+    The one step that sorts the vocabulary; everything else in sampling is elementwise or an argmax."""
     v = logits.shape[-1]
-    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    sorted_logits = torch.sort(logits, dim=-1, descending=True).values
+    rank = torch.arange(v, device=logits.device)
     k = torch.where(top_k > 0, top_k.clamp(max=v), v)
-    kth = sorted_logits.gather(-1, (k - 1)[:, None])
+    kth = torch.where(rank[None, :] < k[:, None], sorted_logits, float("inf")).amin(-1, keepdim=True)
     sorted_logits = sorted_logits.masked_fill(sorted_logits < kth, float("-inf"))
     probs = torch.softmax(sorted_logits, dim=-1)
-    drop_sorted = ((probs.cumsum(-1) - probs) >= top_p[:, None]) & (top_p < 1)[:, None]
-    drop_sorted |= sorted_logits == float("-inf")
-    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-    return logits.masked_fill(drop, float("-inf"))
+    keep = (((probs.cumsum(-1) - probs) < top_p[:, None]) | (top_p >= 1)[:, None]) & (sorted_logits > float("-inf"))
+    keep[:, 0] = True  # the top token always stays (also when every logit is -inf)
+    return torch.where(keep, sorted_logits, float("inf")).amin(-1, keepdim=True)
 
 
-def sample_next(logits, seen, params: SamplingParams, step, banned=None):
+def filter_top_k_top_p(logits, top_k, top_p):
+    """Mask (to -inf) everything outside each row's top-k and top-p nucleus (see keep_threshold)."""
+    return logits.masked_fill(logits < keep_threshold(logits, top_k, top_p), float("-inf"))
+
+
+def sample_next(logits, seen, params: SamplingParams, step, banned=None, threshold=keep_threshold):
     """logits [B, V]; seen bool [B, V]; step: the index of the token being chosen ([] or [B] long);
     banned: token ids never chosen ([n] long, or None). Returns next tokens [B] (long).
 
     Sampled rows take the Gumbel-max of the filtered, tempered logits with `uniform_noise` (an exact draw from
-    their softmax); greedy rows take the argmax after the repetition penalty."""
+    their softmax); greedy rows take the argmax after the repetition penalty. `threshold`: keep_threshold, or
+    the same computation run another way (zoo's decode graph runs it as an opaque op)."""
     logits = logits.float()
     if banned is not None and banned.numel():
         logits = logits.index_fill(-1, banned, float("-inf"))
     logits = apply_repetition_penalty(logits, seen, params.repetition_penalty)
     greedy = logits.argmax(-1)
-    tempered = filter_top_k_top_p(logits / params.temperature[:, None], params.top_k, params.top_p)
+    tempered = logits / params.temperature[:, None]
+    tempered = tempered.masked_fill(tempered < threshold(tempered, params.top_k, params.top_p), float("-inf"))
     gumbel = -torch.log(-torch.log(uniform_noise(params.seed, step, logits.shape[-1])))
     sampled = (tempered + gumbel).argmax(-1)
     return torch.where(params.do_sample, sampled, greedy)

@@ -134,3 +134,22 @@ def test_weights_updated_in_place_or_refused(models):
     finally:
         mla.kv_a_proj_with_mqa.weight = packed
         mla.load_state_dict(saved)
+
+
+def test_a_second_mla_config_in_the_same_process(models):
+    """Another softmax scale, rope and widths beside the module's compiled MLA: each compiled function has its
+    own code object, so nothing is shared, re-traced or recompiled (a float scale used to come back as a tensor)."""
+    mla, compiled = models
+    other_config = {**CONFIG, "hidden_size": 48, "num_attention_heads": 2, "kv_lora_rank": 16, "q_lora_rank": None,
+                    "rope_scaling": None, "qk_nope_head_dim": 8}
+    other = randomize_(MLA(MLAConfig.from_dict(other_config)), seed=9).to(DEVICE).eval()
+    assert other.scale != mla.scale
+    other_compiled = zoo.compile(other)
+    for m, c, width in ((other, other_compiled, 48), (mla, compiled, 64)):
+        cache, ref_cache = m.new_cache(2, 16), m.new_cache(2, 16)
+        x = torch.rand(2, 3, width, generator=torch.Generator().manual_seed(width)).to(DEVICE)
+        start = torch.tensor([2, 0])
+        with torch.no_grad():
+            ref = m(x, ref_cache, start)
+        assert relative_error(c(x, cache, start), ref) < 1e-4
+    assert all(n == 1 for n in zoo.explain(other_compiled).graphs.values())

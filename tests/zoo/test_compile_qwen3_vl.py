@@ -110,3 +110,21 @@ def test_compile_packs_weights_without_changing_the_reference():
         with pytest.raises(RuntimeError, match=r"layers\.1\.self_attn\.k_proj\.weight was replaced after zoo\.compile "
                                                r"packed it with q_proj, k_proj, v_proj"):
             run()
+
+
+def test_two_configs_in_one_process_and_no_global_side_effects():
+    """Two Qwen3-VL configs compiled in one process each equal their reference; compiling changes no Dynamo
+    limit and draws nothing from torch's global RNG."""
+    limits = {k: getattr(torch._dynamo.config, k) for k in ("recompile_limit", "cache_size_limit")
+              if hasattr(torch._dynamo.config, k)}
+    ids = torch.randint(7, 100, (1, 9))
+    for seed, overrides in ((11, dict(layers=1, heads=2, kv_heads=1)), (12, dict(layers=2, head_dim=8,
+                                                                                 mrope_section=(2, 1, 1)))):
+        config = tiny_config_dict(v_depth=1, deepstack=(0,), **overrides)
+        model = randomize_(Qwen3VLForConditionalGeneration(Qwen3VLConfig.from_dict(config)), seed=seed).eval()
+        rng = torch.random.get_rng_state()
+        compiled = zoo.compile(model, max_batch_size=1, max_seq_len=16)
+        assert torch.equal(torch.random.get_rng_state(), rng)
+        with torch.no_grad():
+            assert relative_error(compiled(ids), model(ids)) < 1e-4
+    assert limits == {k: getattr(torch._dynamo.config, k) for k in limits}
