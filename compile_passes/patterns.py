@@ -36,10 +36,14 @@ def _layout_key(x):
 
 
 def _example_like(x, magic):
+    """Random values laid out like x, drawn from a generator of our own (torch's global RNG stays untouched)."""
     if not isinstance(x, torch.Tensor):
         return magic
+    g = torch.Generator(device=x.device).manual_seed(0)
     y = torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device=x.device)
-    return y.copy_(torch.rand(x.shape, device=x.device) > 0.5) if x.dtype == torch.bool else y.normal_()
+    if x.dtype == torch.bool:
+        return y.copy_(torch.rand(x.shape, device=x.device, generator=g) > 0.5)
+    return y.normal_(generator=g)
 
 
 class Replacement:

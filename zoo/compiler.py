@@ -7,6 +7,7 @@ scale) as tensors, and exhaust the budget. With one code object per function, ea
 exactly its number of true recompiles, and no process-wide Dynamo limit has to be raised.
 """
 import functools
+import itertools
 import logging
 import time
 import types
@@ -20,11 +21,16 @@ from compile_passes import ZooPassManager
 log = logging.getLogger("zoo")
 
 
+_serial = itertools.count()
+
+
 def _own_code(fn, name: str):
-    """A function calling `fn` whose code object belongs to it alone (Dynamo caches per code object)."""
+    """A function calling `fn` whose code object belongs to it alone. Dynamo keeps its cache on the code object
+    and its automatic-dynamic memory under (file, line, co_name): the name is made unique too, or a second model's
+    function would inherit what the first one's saw (a float constant seen to change is traced as a tensor)."""
     def call(*args, **kwargs):
         return fn(*args, **kwargs)
-    code = call.__code__.replace(co_name=f"zoo_{name}")
+    code = call.__code__.replace(co_name=f"zoo_{name}_{next(_serial)}")
     return types.FunctionType(code, call.__globals__, code.co_name, call.__defaults__, call.__closure__)
 
 

@@ -7,6 +7,7 @@ A model joins through zoo_ref's generation interface (`embed`, `rope_positions`,
 `zoo_ref.causal_lm.CausalLM` (Qwen3, Qwen2) as is; Qwen3-VL adds its vision encoder in zoo/qwen3_vl.py.
 """
 import functools
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -22,6 +23,18 @@ from .packing import PackedWeights
 from .registry import register
 
 DEFAULTS = sampling_params(1, seed=0)  # a greedy row: what padding rows of a bucket run with
+
+
+class Prompt(NamedTuple):
+    """A prompt ready for the prefill graph, padded to its batch bucket (and to two tokens)."""
+    bucket: int
+    ids: torch.Tensor         # [bucket, T]
+    x: torch.Tensor           # [bucket, T, hidden] embeddings
+    positions: torch.Tensor   # the rotary module's positions ([bucket, T] or [3, bucket, T])
+    levels: torch.Tensor      # [levels, bucket, T, hidden] deepstack features (0 levels for text models)
+    key_valid: torch.Tensor   # bool [bucket, max_len]
+    next_pos: torch.Tensor    # [B] each real row's next position
+    slots: torch.Tensor       # [T] cache slots of the prompt
 
 
 def decode_state(batch, max_len, vocab, device):
@@ -134,10 +147,15 @@ class CompiledDecoder:
         raise ValueError(f"batch {b} exceeds max_batch_size {self.buckets[-1]}")
 
     def _prepare(self, input_ids, valid, extra_tokens, inputs):
-        """Embeddings, positions and key mask, padded to the batch bucket."""
+        """Embeddings, positions and key mask, padded to the batch bucket -> a Prompt. A one-token prompt gets one
+        leading padding slot: Dynamo specializes a length of 1, and every prompt should share one dynamic graph."""
         b, t = input_ids.shape
         if t + extra_tokens > self.max_len:
             raise ValueError(f"cache overflow: prompt {t} + {extra_tokens} new tokens > max_seq_len {self.max_len}")
+        if t == 1 and self.max_len > 1 + extra_tokens:
+            input_ids = torch.cat([torch.zeros_like(input_ids), input_ids], 1)
+            valid = torch.cat([torch.zeros_like(valid), valid], 1)
+            t = 2
         bucket = self._bucket(b)
         x, deepstack = self.embed(input_ids, **inputs)
         positions, next_pos = self.model.rope_positions(input_ids, valid, **inputs)
@@ -150,7 +168,8 @@ class CompiledDecoder:
         positions = torch.cat([positions, dummy_pos], dim=-2)  # batch is the second-to-last dim
         key_valid = torch.zeros(bucket, self.max_len, dtype=torch.bool, device=x.device)
         key_valid[:, :t] = torch.cat([valid, valid.new_ones(pad, t)])
-        return bucket, x, positions, levels, key_valid, next_pos
+        ids = torch.cat([input_ids, input_ids.new_zeros(pad, t)])
+        return Prompt(bucket, ids, x, positions, levels, key_valid, next_pos, torch.arange(t, device=x.device))
 
     def _prefill(self, bucket, all_logits):
         key = (bucket, all_logits)
@@ -173,9 +192,9 @@ class CompiledDecoder:
         self.packed.check()
         b, t = input_ids.shape
         valid = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
-        bucket, x, pos, levels, key_valid, _ = self._prepare(input_ids, valid, 0, inputs)
-        slots = torch.arange(t, device=x.device)
-        return self._prefill(bucket, True)(self.caches[bucket], x, pos, levels, key_valid, slots)[:b]
+        p = self._prepare(input_ids, valid, 0, inputs)
+        logits = self._prefill(p.bucket, True)(self.caches[p.bucket], p.x, p.positions, p.levels, p.key_valid, p.slots)
+        return logits[:b, -t:]
 
     forward = __call__
 
@@ -188,23 +207,22 @@ class CompiledDecoder:
             self.model, input_ids, attention_mask, max_new_tokens, eos_token_id, pad_token_id, do_sample=do_sample,
             temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty, seed=seed)
         self.packed.check()
-        b, t = input_ids.shape
-        bucket, x, pos, levels, key_valid, next_pos = self._prepare(input_ids, valid, max_new_tokens, inputs)
-        slots = torch.arange(t, device=self.device)
-        logits = self._prefill(bucket, False)(self.caches[bucket], x, pos, levels, key_valid, slots)
+        b = input_ids.shape[0]
+        p = self._prepare(input_ids, valid, max_new_tokens, inputs)
+        bucket, t = p.bucket, p.ids.shape[1]
+        logits = self._prefill(bucket, False)(self.caches[bucket], p.x, p.positions, p.levels, p.key_valid, p.slots)
         step = self._decoder(bucket)
 
         state = self.states[bucket]
-        state.key_valid.copy_(key_valid)
-        ids = torch.cat([input_ids, input_ids.new_zeros(bucket - b, t)])
-        state.seen.copy_(seen_tokens(ids, key_valid[:, :t], self.text.vocab_size))
+        state.key_valid.copy_(p.key_valid)
+        state.seen.copy_(seen_tokens(p.ids, p.key_valid[:, :t], self.text.vocab_size))
         for f in SamplingParams.FIELDS:  # padding rows run greedy
             getattr(state, f).copy_(getattr(DEFAULTS, f).expand(bucket))
             getattr(state, f)[:b] = getattr(params, f)
         first = sample_next(logits, state.seen, params_of(state), state.step.zero_(), self.banned)
         state.seen.scatter_(1, first[:, None], True)
         state.tokens.copy_(first)
-        state.positions.copy_(torch.cat([next_pos, torch.full((bucket - b,), t, device=self.device)]))
+        state.positions.copy_(torch.cat([p.next_pos, torch.full((bucket - b,), t, device=self.device)]))
         state.slot.fill_(t)
         state.step.fill_(1)
 

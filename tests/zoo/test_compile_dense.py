@@ -49,10 +49,16 @@ def test_logits_and_20_greedy_steps_match_reference(models, data):
     assert torch.all((tokens == ref_tokens) | (best - chosen <= 1e-5 * best.abs().clamp_min(1)))
 
 
-def test_every_site_replaced(models):
+def test_every_site_replaced_and_prompt_lengths_share_one_graph(models):
     model, compiled = models
-    compiled.generate(torch.randint(3, 96, (BATCH, 5)), max_new_tokens=3, eos_token_id=[])
+    for t in (5, 1, 2, 9):  # a one-token prompt too (Dynamo would specialize a length of 1)
+        ids = torch.randint(3, 96, (BATCH, t))
+        tokens = compiled.generate(ids, max_new_tokens=3, eos_token_id=[])
+        assert torch.equal(tokens, model.generate(ids, max_new_tokens=3, eos_token_id=[])), t
+        with torch.no_grad():
+            assert relative_error(compiled(ids), model(ids)) < 1e-4
     report = zoo.explain(compiled)
+    assert all(n == 1 for n in report.graphs.values()), report.graphs
     layers = model.config.num_hidden_layers
     for name, counts in report.per_graph:
         assert counts["attention"] == layers and counts["rope"] == layers and counts["rope_unpaired"] == 0, (name, counts)
@@ -89,3 +95,26 @@ def test_mixed_batch_and_seeds(models):
     state = torch.random.get_rng_state()
     compiled.generate(ids, seed=5, **mixed)
     assert torch.equal(torch.random.get_rng_state(), state)  # torch's global RNG untouched
+
+
+class Collect:
+    """A transformers-style streamer (put / end) that keeps what it was given."""
+
+    def __init__(self):
+        self.puts, self.ended = [], False
+
+    def put(self, value):
+        self.puts.append(value)
+
+    def end(self):
+        self.ended = True
+
+
+def test_streamer_sees_the_prompt_then_every_token(models):
+    model, compiled = models
+    ids = torch.randint(3, 96, (1, 5))
+    for run in (compiled.generate, model.generate):
+        streamer = Collect()
+        tokens = run(ids, max_new_tokens=6, eos_token_id=[], streamer=streamer)
+        assert torch.equal(streamer.puts[0], ids) and streamer.ended
+        assert torch.equal(torch.cat(streamer.puts[1:])[None], tokens)
