@@ -6,13 +6,13 @@ same ones with its own embedding (vision) and positions (M-RoPE).
 import torch
 from torch import nn
 
-from .checkpoint import build_pretrained, read_config
+from .checkpoint import Pretrained
 from .decoder import DecoderConfig, DecoderModel, causal_mask
 from .generation import generate
 from .rope import Rotary
 
 
-class CausalLM(nn.Module):
+class CausalLM(Pretrained, nn.Module):
     config_class = DecoderConfig  # subclasses: a DecoderConfig with from_dict(config.json dict)
     banned_token_ids = ()  # token ids generation never chooses
 
@@ -59,9 +59,3 @@ class CausalLM(nn.Module):
     def generate(self, input_ids, **kwargs):
         """Static-cache generation; see `zoo_ref.generation.generate` for the arguments."""
         return generate(self, input_ids, **kwargs)
-
-    @classmethod
-    def from_pretrained(cls, path, dtype=None, device=None):
-        config = cls.config_class.from_dict(read_config(path))
-        return build_pretrained(cls, config, path, dtype, device,
-                                optional=("lm_head.weight",) if config.tie_word_embeddings else ())

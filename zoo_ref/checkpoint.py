@@ -5,6 +5,7 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from .errors import CheckpointError
@@ -15,7 +16,13 @@ def read_config(path) -> dict:
     cfg = path / "config.json"
     if not cfg.is_file():
         raise CheckpointError(f"no config.json in {path}")
-    return json.loads(cfg.read_text())
+    try:
+        d = json.loads(cfg.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{cfg} is not valid JSON: {e}") from None
+    if not isinstance(d, dict):
+        raise CheckpointError(f"{cfg} must hold a JSON object, got {type(d).__name__}")
+    return d
 
 
 def weight_files(path) -> list[Path]:
@@ -87,3 +94,128 @@ def build_pretrained(cls, config, path, dtype=None, device=None, optional=()):
         model = cls(config)
     load_weights(model, path, optional=optional)
     return model.eval()
+
+
+_UNITS = {"KB": 10 ** 3, "MB": 10 ** 6, "GB": 10 ** 9, "KIB": 2 ** 10, "MIB": 2 ** 20, "GIB": 2 ** 30, "B": 1}
+
+
+def size_in_bytes(size) -> int:
+    """5_000_000, "5GB" (10^9) or "5GiB" (2^30), as transformers reads max_shard_size."""
+    if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+        return size
+    text = str(size).strip().upper()
+    for unit in sorted(_UNITS, key=len, reverse=True):
+        if text.endswith(unit) and text[:-len(unit)].strip().replace(".", "", 1).isdigit():
+            return int(float(text[:-len(unit)]) * _UNITS[unit])
+    raise ValueError(f"max_shard_size must be a positive int of bytes or a string like '5GB', got {size!r}")
+
+
+def write_checkpoint(path, config_dict: dict, state_dict: dict, max_shard_bytes: int | None = None, drop=()):
+    """config.json + safetensors (sharded with an index past max_shard_bytes), keys in `drop` left out."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps(config_dict, indent=2))
+    tensors = {k: v.detach().contiguous().cpu().clone() for k, v in state_dict.items() if k not in drop}
+    total = sum(v.numel() * v.element_size() for v in tensors.values())
+    if max_shard_bytes is None or total <= max_shard_bytes:
+        (path / "model.safetensors.index.json").unlink(missing_ok=True)
+        save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
+        return path
+    shards, current, size = [], {}, 0
+    for k, v in tensors.items():
+        nbytes = v.numel() * v.element_size()
+        if current and size + nbytes > max_shard_bytes:
+            shards.append(current)
+            current, size = {}, 0
+        current[k] = v
+        size += nbytes
+    shards.append(current)
+    weight_map = {}
+    (path / "model.safetensors").unlink(missing_ok=True)
+    for i, shard in enumerate(shards):
+        name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, str(path / name), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(shard, name))
+    (path / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+    return path
+
+
+_DTYPES = {"float32": torch.float32, "float": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+           "bf16": torch.bfloat16, "float16": torch.float16, "half": torch.float16, "fp16": torch.float16}
+
+
+def resolve_dtype(dtype, config_dict: dict):
+    """torch.dtype, a name ("bfloat16", "torch.float16"), "auto" (the config's dtype / torch_dtype) or None."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        name = config_dict.get("dtype") or config_dict.get("torch_dtype") or (config_dict.get("text_config") or {}).get(
+            "dtype")
+        return None if name is None else resolve_dtype(name, {})
+    name = str(dtype).removeprefix("torch.")
+    if name not in _DTYPES:
+        raise ValueError(f"dtype must be a torch.dtype, one of {sorted(_DTYPES)} or 'auto', got {dtype!r}")
+    return _DTYPES[name]
+
+
+def resolve_device(device, device_map):
+    """device= or transformers' device_map= ("cpu", "cuda", "cuda:1", "auto"; per-module maps are not supported)."""
+    if device is not None and device_map is not None:
+        raise ValueError("pass device= or device_map=, not both")
+    if device_map is not None:
+        if isinstance(device_map, dict):
+            raise ValueError("device_map as a per-module dict is not supported: zoo puts a model on one device "
+                             "(device_map='cuda', 'cpu' or 'auto')")
+        device = ("cuda" if torch.cuda.is_available() else "cpu") if device_map == "auto" else device_map
+    return None if device is None else torch.device(device)
+
+
+def checkpoint_dir(path) -> Path:
+    """A local checkpoint directory; a hub id gets one clear error (zoo never downloads)."""
+    p = Path(path)
+    if p.is_dir():
+        return p
+    hint = " (it looks like a hub id)" if isinstance(path, str) and path.count("/") == 1 and not p.exists() else ""
+    raise CheckpointError(f"{path!r} is not a local checkpoint directory{hint}: zoo loads local directories only "
+                          "and never downloads; fetch the files first (e.g. `huggingface-cli download NAME "
+                          "--local-dir DIR`) and pass DIR")
+
+
+class Pretrained:
+    """Hugging Face conventions for a zoo_ref model: from_pretrained / save_pretrained / .device / .dtype.
+    Subclasses set `config_class` (with from_dict / to_dict) and may name keys `tied_keys` leaves out when tied."""
+    config_class = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    @classmethod
+    def from_pretrained(cls, path, dtype=None, device=None, *, torch_dtype=None, device_map=None):
+        """A checkpoint directory (config.json + model.safetensors, or shards with an index) -> model in eval mode.
+        dtype: torch.dtype, "bfloat16" and the like, or "auto" (the config's); torch_dtype= is the same argument
+        under transformers' older name. device, or device_map="cpu" | "cuda" | "auto"."""
+        if torch_dtype is not None:
+            if dtype is not None:
+                raise ValueError("pass dtype= or torch_dtype=, not both")
+            dtype = torch_dtype
+        device = resolve_device(device, device_map)  # the arguments first, then the files
+        if dtype != "auto":
+            resolve_dtype(dtype, {})
+        path = checkpoint_dir(path)
+        raw = read_config(path)
+        config = cls.config_class.from_dict(raw)
+        tied = ("lm_head.weight",) if config.tie_word_embeddings else ()
+        return build_pretrained(cls, config, path, resolve_dtype(dtype, raw), device, optional=tied)
+
+    def save_pretrained(self, path, max_shard_size="5GB"):
+        """config.json + safetensors that transformers' from_pretrained reads back (sharded past max_shard_size)."""
+        config = self.config.to_dict()
+        config["dtype"] = str(self.dtype).removeprefix("torch.")
+        tied = ("lm_head.weight",) if self.config.tie_word_embeddings else ()
+        return write_checkpoint(path, config, self.state_dict(), size_in_bytes(max_shard_size), drop=tied)

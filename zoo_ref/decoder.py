@@ -36,6 +36,27 @@ class DecoderConfig:
     pad_token_id: int | None = None
 
 
+def decoder_config_dict(c: DecoderConfig, model_type: str, architecture: str) -> dict:
+    """A transformers config.json dict for a DecoderConfig (5.x rope_parameters; 4.57 reads rope_theta too)."""
+    rope = {"rope_type": "default", "rope_theta": c.rope_theta}
+    if c.yarn is not None:
+        y = c.yarn
+        rope.update(rope_type="yarn", factor=y.factor, original_max_position_embeddings=y.original_max_position_embeddings,
+                    beta_fast=y.beta_fast, beta_slow=y.beta_slow, truncate=y.truncate,
+                    **{k: getattr(y, k) for k in ("mscale", "mscale_all_dim", "attention_factor")
+                       if getattr(y, k) is not None})
+    d = {"model_type": model_type, "architectures": [architecture], "vocab_size": c.vocab_size,
+         "hidden_size": c.hidden_size, "intermediate_size": c.intermediate_size,
+         "num_hidden_layers": c.num_hidden_layers, "num_attention_heads": c.num_attention_heads,
+         "num_key_value_heads": c.num_key_value_heads, "head_dim": c.head_dim, "rms_norm_eps": c.rms_norm_eps,
+         "max_position_embeddings": c.max_position_embeddings, "hidden_act": c.hidden_act,
+         "tie_word_embeddings": c.tie_word_embeddings, "rope_parameters": rope, "rope_theta": c.rope_theta,
+         "rope_scaling": rope if c.yarn is not None else None, "use_sliding_window": False,
+         "eos_token_id": c.eos_token_id[0] if len(c.eos_token_id) == 1 else c.eos_token_id,
+         "pad_token_id": c.pad_token_id}
+    return d
+
+
 def require(d: dict, keys, where: str):
     missing = [k for k in keys if d.get(k) is None]
     if missing:

@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from ..checkpoint import build_pretrained, read_config
+from ..checkpoint import Pretrained
 from ..decoder import causal_mask
 from ..generation import generate
 from .config import Qwen3VLConfig
@@ -18,7 +18,9 @@ class Qwen3VLModel(nn.Module):  # the "model." prefix of the checkpoint keys
         self.language_model = TextModel(config.text)
 
 
-class Qwen3VLForConditionalGeneration(nn.Module):
+class Qwen3VLForConditionalGeneration(Pretrained, nn.Module):
+    config_class = Qwen3VLConfig
+
     def __init__(self, config: Qwen3VLConfig):
         super().__init__()
         self.config = config
@@ -120,13 +122,6 @@ class Qwen3VLForConditionalGeneration(nn.Module):
         positions, _ = self.rope_positions(input_ids, valid, image_grid_thw, video_grid_thw)
         mask = causal_mask(valid, torch.arange(t, device=input_ids.device))
         return self.decode_hidden(x, positions, mask, deepstack)
-
-    # ---------------------------------------------------------------- loading
-    @classmethod
-    def from_pretrained(cls, path, dtype=None, device=None):
-        config = Qwen3VLConfig.from_dict(read_config(path))
-        return build_pretrained(cls, config, path, dtype, device,
-                                optional=("lm_head.weight",) if config.tie_word_embeddings else ())
 
     def generate(self, input_ids, **kwargs):
         """Static-cache generation; see `zoo_ref.generation.generate` for the arguments (plus pixel_values,

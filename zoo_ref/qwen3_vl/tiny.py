@@ -4,7 +4,8 @@ import string
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+
+from ..checkpoint import write_checkpoint as _write
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
             "<|image_pad|>", "<|video_pad|>"]
@@ -68,31 +69,8 @@ def write_tokenizer(path):
 
 def write_checkpoint(path, config_dict: dict, state_dict: dict, max_shard_bytes: int | None = None):
     """config.json + safetensors (sharded with an index when max_shard_bytes is given). Tied lm_head dropped."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "config.json").write_text(json.dumps(config_dict, indent=2))
-    tensors = {k: v.detach().contiguous().clone() for k, v in state_dict.items()}
-    if config_dict.get("tie_word_embeddings"):
-        tensors.pop("lm_head.weight", None)
-    if max_shard_bytes is None:
-        save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
-        return path
-    shards, current, size = [], {}, 0
-    for k, v in tensors.items():
-        nbytes = v.numel() * v.element_size()
-        if current and size + nbytes > max_shard_bytes:
-            shards.append(current)
-            current, size = {}, 0
-        current[k] = v
-        size += nbytes
-    shards.append(current)
-    weight_map = {}
-    for i, shard in enumerate(shards):
-        name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-        save_file(shard, str(path / name), metadata={"format": "pt"})
-        weight_map.update(dict.fromkeys(shard, name))
-    (path / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
-    return path
+    return _write(path, config_dict, state_dict, max_shard_bytes,
+                  drop=("lm_head.weight",) if config_dict.get("tie_word_embeddings") else ())
 
 
 def make_tiny_checkpoint(path, seed=0, max_shard_bytes=None, **config_overrides):
