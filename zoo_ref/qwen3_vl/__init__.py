@@ -4,8 +4,8 @@ from ..generation import generate
 from .config import Qwen3VLConfig, TextConfig, VisionConfig
 from .model import Qwen3VLForConditionalGeneration
 from .positions import mrope_positions
-from .processor import (build_inputs, chat_prompt, expand_placeholders, frame_timestamps, process_images,
-                        process_video, smart_resize)
+from .processor import expand_placeholders, frame_timestamps, process_images, process_video, smart_resize
+from .prompts import as_image, build_inputs, chat_prompt
 
 
 def load_tokenizer(path):
@@ -15,5 +15,5 @@ def load_tokenizer(path):
 
 
 __all__ = ["ConfigError", "Qwen3VLConfig", "TextConfig", "VisionConfig", "Qwen3VLForConditionalGeneration",
-           "generate", "mrope_positions", "build_inputs", "chat_prompt", "expand_placeholders",
+           "generate", "mrope_positions", "build_inputs", "chat_prompt", "as_image", "expand_placeholders",
            "frame_timestamps", "process_images", "process_video", "smart_resize", "load_tokenizer"]

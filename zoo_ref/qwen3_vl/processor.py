@@ -138,26 +138,3 @@ def expand_placeholders(text, image_grid_thw=None, video_grid_thw=None, video_ti
                          + "<|vision_end|>" for s in stamps)
         text = text.removesuffix("<|vision_start|>") + frames + part.removeprefix("<|vision_end|>")
     return text
-
-
-def chat_prompt(text, num_images=0, num_videos=0):
-    """The Qwen chat template for one user turn with the visuals first, ready for expand_placeholders."""
-    visuals = "<|vision_start|><|image_pad|><|vision_end|>" * num_images
-    visuals += "<|vision_start|><|video_pad|><|vision_end|>" * num_videos
-    return f"<|im_start|>user\n{visuals}{text}<|im_end|>\n<|im_start|>assistant\n"
-
-
-def build_inputs(tokenizer, text, images=None, video=None, video_fps=2.0, **pixel_bounds):
-    """Tokenizer + prompt + optional images / one video -> dict of model inputs (batch 1)."""
-    out, image_grid, video_grid, stamps = {}, None, None, None
-    if images:
-        out["pixel_values"], image_grid = process_images(images, **pixel_bounds)
-        out["image_grid_thw"] = image_grid
-    if video:
-        out["pixel_values_videos"], video_grid = process_video(video)
-        out["video_grid_thw"] = video_grid
-        stamps = [frame_timestamps(len(video), video_fps)]
-    prompt = expand_placeholders(chat_prompt(text, len(images or []), 1 if video else 0), image_grid, video_grid,
-                                 stamps)
-    out["input_ids"] = torch.tensor([tokenizer(prompt, add_special_tokens=False)["input_ids"]], dtype=torch.long)
-    return out

@@ -51,6 +51,22 @@ def randomize_(model: torch.nn.Module, seed: int = 0):
     return model
 
 
+# Qwen3-VL's chat template, reduced to what the tiny tokenizer can spell: system / user / assistant turns with
+# string content or text / image / video parts, and the assistant prompt.
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
+    "{%- if message['content'] is string -%}{{- message['content'] -}}"
+    "{%- else -%}{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'image' -%}{{- '<|vision_start|><|image_pad|><|vision_end|>' -}}"
+    "{%- elif part['type'] == 'video' -%}{{- '<|vision_start|><|video_pad|><|vision_end|>' -}}"
+    "{%- elif part['type'] == 'text' -%}{{- part['text'] -}}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{{- '<|im_end|>\\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}")
+
+
 def write_tokenizer(path):
     """A character-level tokenizer with Qwen's special tokens, saved so AutoTokenizer can load it."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
@@ -64,7 +80,7 @@ def write_tokenizer(path):
     tok.save(str(path / "tokenizer.json"))
     (path / "tokenizer_config.json").write_text(json.dumps({
         "tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
-        "model_max_length": 4096}))
+        "model_max_length": 4096, "chat_template": CHAT_TEMPLATE}))
 
 
 def write_checkpoint(path, config_dict: dict, state_dict: dict, max_shard_bytes: int | None = None):
