@@ -25,55 +25,80 @@ def read_config(path) -> dict:
     return d
 
 
-def weight_files(path) -> list[Path]:
-    """The safetensors files of a checkpoint directory, in shard order."""
+def weight_files(path, prefix: str = "") -> list[Path]:
+    """The safetensors files of a checkpoint directory holding keys that start with `prefix`, in shard order.
+    Like transformers, a single model.safetensors wins over a sharded index."""
     path = Path(path)
-    index = path / "model.safetensors.index.json"
+    single, index = path / "model.safetensors", path / "model.safetensors.index.json"
+    if single.is_file():
+        return [single]
     if index.is_file():
-        weight_map = json.loads(index.read_text())["weight_map"]
-        names = sorted(set(weight_map.values()))
+        try:
+            weight_map = json.loads(index.read_text()).get("weight_map")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+            raise CheckpointError(f"{index} is not a valid index: {e}") from None
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise CheckpointError(f"{index} has no weight_map (key -> shard file)")
+        names = sorted({f for k, f in weight_map.items() if k.startswith(prefix)})
         missing = [n for n in names if not (path / n).is_file()]
         if missing:
             raise CheckpointError(f"{index} names shards that are not there: {missing}")
         return [path / n for n in names]
-    single = path / "model.safetensors"
-    if single.is_file():
-        return [single]
     raise CheckpointError(f"no model.safetensors or model.safetensors.index.json in {path}")
 
 
-def load_weights(module: torch.nn.Module, path, optional=(), dtype=None, device=None) -> None:
+def _headers(files, prefix):
+    """{key without prefix: (file, shape)} from the safetensors headers; duplicate keys and unreadable files raise."""
+    found, duplicates = {}, []
+    for f in files:
+        try:
+            with safe_open(str(f), framework="pt") as sf:
+                for key in sf.keys():
+                    if key.startswith(prefix):
+                        name = key[len(prefix):]
+                        if name in found:
+                            duplicates.append(f"{key} ({found[name][0].name} and {f.name})")
+                        found[name] = (f, tuple(sf.get_slice(key).get_shape()))
+        except Exception as e:  # safetensors raises its own error types, without the file's name
+            raise CheckpointError(f"cannot read {f}: {type(e).__name__}: {e}") from None
+    if duplicates:
+        raise CheckpointError(f"the same tensor is stored in two shards: {', '.join(duplicates)}")
+    return found
+
+
+def load_weights(module: torch.nn.Module, path, optional=(), dtype=None, device=None, prefix: str = "") -> None:
     """Copy a checkpoint's tensors into `module`'s parameters and persistent buffers.
 
     Every key and shape is checked from the safetensors headers before any data is copied, so a bad
     checkpoint raises one `CheckpointError` listing all problems and leaves the module untouched.
-    `optional`: keys that may be absent (e.g. a tied lm_head.weight).
+    `optional`: keys that may be absent (e.g. a tied lm_head.weight). `prefix`: load only the checkpoint's keys
+    under it (e.g. one layer's "model.layers.3.self_attn."), with the prefix stripped; the rest is not read.
     """
-    files = weight_files(path)
+    files = weight_files(path, prefix)
     expected = module.state_dict()
-    found = {}  # key -> file
-    shapes = {}
-    for f in files:
-        with safe_open(str(f), framework="pt") as sf:
-            for key in sf.keys():
-                found[key] = f
-                shapes[key] = tuple(sf.get_slice(key).get_shape())
+    found = _headers(files, prefix)
     missing = sorted(k for k in expected if k not in found and k not in optional)
-    unexpected = sorted(k for k in found if k not in expected)
-    misshaped = sorted(f"{k}: checkpoint {shapes[k]} vs model {tuple(expected[k].shape)}"
-                       for k in found if k in expected and shapes[k] != tuple(expected[k].shape))
+    unexpected = sorted(prefix + k for k in found if k not in expected)
+    misshaped = sorted(f"{prefix}{k}: checkpoint {found[k][1]} vs model {tuple(expected[k].shape)}"
+                       for k in found if k in expected and found[k][1] != tuple(expected[k].shape))
     if missing or unexpected or misshaped:
-        lines = [f"checkpoint {path} does not match {type(module).__name__}:"]
-        for title, items in (("missing", missing), ("unexpected", unexpected), ("misshaped", misshaped)):
+        lines = [f"checkpoint {path} does not match {type(module).__name__}" + (f" under {prefix!r}" if prefix else "")
+                 + ":"]
+        for title, items in (("missing", [prefix + k for k in missing]), ("unexpected", unexpected),
+                             ("misshaped", misshaped)):
             if items:
                 lines.append(f"  {title} ({len(items)}): " + ", ".join(items))
         raise CheckpointError("\n".join(lines))
     with torch.no_grad():
         for f in tqdm(files, desc="loading shards", unit="shard", disable=len(files) < 2):
-            with safe_open(str(f), framework="pt", device="cpu") as sf:
-                for key in sf.keys():
-                    target = expected[key]
-                    target.copy_(sf.get_tensor(key).to(dtype=target.dtype))
+            try:
+                with safe_open(str(f), framework="pt", device="cpu") as sf:
+                    for name, (file, _) in found.items():
+                        if file == f:
+                            target = expected[name]
+                            target.copy_(sf.get_tensor(prefix + name).to(dtype=target.dtype))
+            except Exception as e:
+                raise CheckpointError(f"cannot read {f}: {type(e).__name__}: {e}") from None
     if dtype is not None or device is not None:
         module.to(dtype=dtype, device=device)
 
@@ -88,11 +113,11 @@ def default_dtype(dtype):
         torch.set_default_dtype(old)
 
 
-def build_pretrained(cls, config, path, dtype=None, device=None, optional=()):
+def build_pretrained(cls, config, path, dtype=None, device=None, optional=(), prefix=""):
     """`cls(config)` built directly in dtype on device (no fp32 copy first), then the checkpoint's weights."""
     with torch.device(device or "cpu"), default_dtype(dtype):
         model = cls(config)
-    load_weights(model, path, optional=optional)
+    load_weights(model, path, optional=optional, prefix=prefix)
     return model.eval()
 
 

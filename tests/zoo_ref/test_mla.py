@@ -189,3 +189,48 @@ def test_config_errors_and_r1():
 
 def teardown_module(module):
     print(f"\nworst MLA relative error vs transformers: {WORST['rel_err']:.3e}")
+
+
+def test_from_pretrained_loads_one_layer_of_a_sharded_deepseek_checkpoint(tmp_path):
+    """A tiny DeepseekV3ForCausalLM saved sharded by transformers: layer 1's attention equals that layer's
+    self_attn (weights and outputs); only the shards holding it are read; bad layers and FP8 are refused."""
+    import json
+
+    import transformers
+
+    from bench.mla_peer import hf_deepseek_config
+    from zoo_ref.checkpoint import CheckpointError
+    from zoo_ref.qwen3_vl.tiny import randomize_
+    d = {"model_type": "deepseek_v3", "hidden_size": 32, "num_attention_heads": 2, "q_lora_rank": 16,
+         "kv_lora_rank": 16, "qk_nope_head_dim": 8, "qk_rope_head_dim": 4, "v_head_dim": 8, "vocab_size": 64,
+         "intermediate_size": 48, "moe_intermediate_size": 16, "n_routed_experts": 4, "num_experts_per_tok": 2,
+         "n_shared_experts": 1, "first_k_dense_replace": 1, "n_group": 1, "topk_group": 1,
+         "max_position_embeddings": 256,
+         "rope_scaling": {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, "mscale": 1.0,
+                          "mscale_all_dim": 1.0}}
+    config = hf_deepseek_config(d, num_hidden_layers=3)
+    hf = randomize_(transformers.DeepseekV3ForCausalLM(config), seed=4).eval()
+    hf.save_pretrained(tmp_path, max_shard_size="30KB")
+    weight_map = json.loads((tmp_path / "model.safetensors.index.json").read_text())["weight_map"]
+    assert len(set(weight_map.values())) > 2
+    mla = MLA.from_pretrained(tmp_path, layer=1, dtype="float32")
+    attn = hf.model.layers[1].self_attn
+    for name, tensor in attn.state_dict().items():
+        assert torch.equal(mla.state_dict()[name], tensor), name
+    x = torch.rand(1, 5, 32, generator=torch.Generator().manual_seed(0))
+    rotary = hf.model.rotary_emb
+    ref = hf_request(attn, rotary, config, x[:, :0], x)
+    cache = mla.new_cache(1, 8)
+    with torch.no_grad():
+        assert relative_error(mla(x, cache, torch.tensor([0])), ref) < 1e-4
+    with pytest.raises(ValueError, match="layer must be an int in \\[0, 3\\)"):
+        MLA.from_pretrained(tmp_path, layer=3)
+    from safetensors.torch import save_file
+    fp8 = tmp_path / "fp8"
+    fp8.mkdir()
+    (fp8 / "config.json").write_text((tmp_path / "config.json").read_text())
+    tensors = {f"model.layers.0.self_attn.{k}": v.contiguous() for k, v in mla.state_dict().items()}
+    tensors["model.layers.0.self_attn.q_a_proj.weight_scale_inv"] = torch.ones(1)
+    save_file(tensors, str(fp8 / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="in FP8 .*dequantize the checkpoint to bf16 first"):
+        MLA.from_pretrained(fp8, layer=0)

@@ -8,6 +8,7 @@ pe [B, S, rope_dim] = the rotated rope key (one for all heads).
 import torch
 from torch import nn
 
+from ..errors import CheckpointError
 from ..layers import RMSNorm, apply_rotary, attention
 from ..rope import Rotary
 from .config import MLAConfig, softmax_scale
@@ -63,6 +64,33 @@ class MLA(nn.Module):
         self.o_proj = nn.Linear(h * c.v_head_dim, c.hidden_size, bias=c.attention_bias)
         self.rotary_emb = Rotary(c.qk_rope_head_dim, c.rope_theta, c.yarn)
         self.scale = softmax_scale(c)
+
+    @classmethod
+    def from_pretrained(cls, path, layer: int = 0, dtype=None, device=None, *, torch_dtype=None, device_map=None):
+        """Layer `layer`'s attention from a DeepSeek-V3 / R1 checkpoint directory (transformers layout: config.json,
+        sharded safetensors, keys model.layers.{layer}.self_attn.*); only the shards holding that layer are read.
+        dtype / torch_dtype / device / device_map as the models' from_pretrained. The weights must be bf16, fp16
+        or fp32: an FP8 release (with weight_scale_inv tensors) has to be dequantized first."""
+        from ..checkpoint import (_headers, build_pretrained, checkpoint_dir, read_config, resolve_device,
+                                  resolve_dtype, weight_files)
+        if torch_dtype is not None:
+            if dtype is not None:
+                raise ValueError("pass dtype= or torch_dtype=, not both")
+            dtype = torch_dtype
+        device = resolve_device(device, device_map)
+        path = checkpoint_dir(path)
+        raw = read_config(path)
+        n_layers = raw.get("num_hidden_layers")
+        if not isinstance(layer, int) or isinstance(layer, bool) or layer < 0 or (n_layers is not None
+                                                                                  and layer >= n_layers):
+            raise ValueError(f"layer must be an int in [0, {n_layers}) for this checkpoint, got {layer!r}")
+        prefix = f"model.layers.{layer}.self_attn."
+        scaled = [k for k in _headers(weight_files(path, prefix), prefix) if k.endswith("_scale_inv")]
+        if scaled:
+            raise CheckpointError(f"{path} stores layer {layer}'s attention in FP8 ({prefix}{scaled[0]} and "
+                                  f"{len(scaled) - 1} more scales): dequantize the checkpoint to bf16 first")
+        return build_pretrained(cls, MLAConfig.from_dict(raw), path, resolve_dtype(dtype, raw), device,
+                                prefix=prefix)
 
     def new_cache(self, batch, max_len, dtype=None, device=None) -> MLACache:
         w = self.kv_b_proj.weight
