@@ -67,3 +67,11 @@ def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as e:
         main([command, "--help"])
     assert e.value.code == 0 and "--" in capsys.readouterr().out
+
+
+def test_chat_over_real_stdin(vl_dir):
+    done = subprocess.run([sys.executable, "-m", "zoo", "chat", "--model", str(vl_dir), "--max-new-tokens", "3",
+                           "--device", "cpu"], input=f"/image {vl_dir / 'picture.png'}\nHi\nAgain\n", text=True,
+                          capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("assistant: ") == 2

@@ -1,8 +1,12 @@
 """MLA configuration from a DeepSeek-V3/R1 config.json (transformers' DeepseekV3Config fields)."""
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import ConfigError
 from ..rope import RopeConfigError, YarnConfig, parse_rope, rope_inv_freq as _rope_inv_freq, yarn_mscale
+
+
+CONFIGS = Path(__file__).parent / "configs"  # deepseek-r1.json: DeepSeek-R1 / V3 shapes
 
 
 class MLAConfigError(ConfigError):
