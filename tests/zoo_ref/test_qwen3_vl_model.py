@@ -57,3 +57,17 @@ def test_visual_features_change_logits(data):
 
 def teardown_module(module):
     print(f"\nworst Qwen3-VL relative error vs transformers: {WORST['rel_err']:.3e}")
+
+
+@settings(max_examples=3)
+@given(data=st.data())
+def test_mrope_sections_beyond_half_the_head_match_transformers(data):
+    """transformers builds and runs configs whose mrope_section sums past head_dim / 2 (its own test config does):
+    the H and W frequency sets are clipped; zoo_ref computes the same."""
+    config = tiny_config_dict(head_dim=16, mrope_section=(6, 4, 4))  # sums to 14 > 8
+    hf, ours = paired_models(config, seed=3)
+    inputs = data.draw(vl_inputs(config, kinds=("image", "video", "mixed")), label="inputs")
+    with torch.no_grad():
+        got = ours(**inputs)
+    valid = inputs["attention_mask"].bool()
+    assert relative_error(got[valid], hf_logits(hf, inputs)[valid]) < 1e-4

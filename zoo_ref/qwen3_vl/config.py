@@ -70,8 +70,10 @@ class Qwen3VLConfig:
             raise ConfigError("unsupported config: mrope_interleaved=false (Qwen3-VL uses interleaved M-RoPE)")
         head_dim = t.get("head_dim") or t["hidden_size"] // t["num_attention_heads"]
         section = list(rope.get("mrope_section", [24, 20, 20]))
-        if len(section) != 3 or sum(section) != head_dim // 2:
-            raise ConfigError(f"mrope_section {section} must have 3 entries summing to head_dim/2 = {head_dim // 2}")
+        if len(section) != 3 or not all(isinstance(n, int) and n >= 0 for n in section):
+            # transformers takes H from frequencies 1, 4, ... < 3 * section[1] and W from 2, 5, ... < 3 * section[2],
+            # clipped at head_dim / 2, whatever the sum: so does mrope_cos_sin
+            raise ConfigError(f"mrope_section must be 3 non-negative ints (T, H, W), got {section}")
         fields = decoder_fields({"max_position_embeddings": 262144, **t, "rope_theta": theta, "rope_parameters": None,
                                  "rope_scaling": None, "head_dim": head_dim}, "text_config", qk_norm=True)
         text = TextConfig(**fields, mrope_section=section)
