@@ -112,7 +112,7 @@ def main(argv=None):
             row["floor"] = floor_tok_s(ours, batch, args.prompt + n_new // 2)
             results[f"{name} decode tok/s, batch {batch}"] = row
         notes[f"{name} explain"] = str(zoo.explain(compiled))
-        del hf, ours, compiled
+        hf = ours = compiled = None  # free the GPU memory before the next model
         torch.cuda.empty_cache() if device.type == "cuda" else None
     for batch in batches:
         notes[f"sampler alone (top_k 50, top_p 0.9), batch {batch}, vocab 151936: ms"] = sampler_ms(151936, batch,

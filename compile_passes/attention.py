@@ -9,10 +9,10 @@
 """
 import torch
 
-from . import ops  # noqa: F401  (registers torch.ops.zoo.*)
 from zoo_ref.deepseek.mla import latent_attention
 from zoo_ref.layers import attention
 
+from . import ops  # noqa: F401  (registers torch.ops.zoo.*)
 from .patterns import Replacement
 
 

@@ -1,7 +1,7 @@
-"""Sibling linears: mm's (addmm's, with biases) that read the same input with weights (and biases) stored back
-to back in one buffer become one mm whose output is sliced. zoo packs q/k/v (and gate/up, MLA's q_a/kv_a) into one buffer at compile time (the
-parameters become views of it, values unchanged), so in decode one GEMV streams all three weights instead
-of three small launches each ramping up to bandwidth.
+"""Sibling linears: mm's (addmm's, with biases) that read the same input with weights (and biases) stored
+back to back in one buffer become one mm whose output is sliced. zoo packs q/k/v (and gate/up, MLA's q_a/kv_a)
+into one buffer at compile time (the parameters become views of it, values unchanged), so in decode one GEMV
+streams all three weights instead of three small launches each ramping up to bandwidth.
 
 The graph sees each weight as its own input, but fake tensors keep storage identity and offsets, so the
 pass can prove adjacency: same storage, row-major [N_i, K], offsets consecutive.

@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
 
+from zoo_ref.errors import InputError
+
 from .attention import attention_replacements
 from .linears import merge_sibling_mms
 from .patterns import record_call_sites, site_of
@@ -28,7 +30,7 @@ class ZooPassManager(CustomGraphPass):
     def __init__(self, passes=("attention", "rope")):
         unknown = set(passes) - set(PASSES)
         if unknown:
-            raise ValueError(f"unknown pass(es) {sorted(unknown)}; available: {sorted(PASSES)}")
+            raise InputError(f"unknown pass(es) {sorted(unknown)}; available: {sorted(PASSES)}")
         self.names = tuple(passes)
         self.replacements = [r for name in self.names for r in PASSES[name]()]
         self.log = []  # one entry per graph this manager ran on: (graph name, {pass name: sites replaced})

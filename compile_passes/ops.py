@@ -1,7 +1,8 @@
 """zoo's custom ops (torch.library): opaque to Inductor, plain torch on CPU, Triton on CUDA.
 
 The CPU bodies call zoo_ref's own math, so each op's meaning is the oracle's by construction; the Triton
-kernels in compile_passes/kernels are tested against these bodies (tests/compile_passes/test_kernels.py, TRITON_INTERPRET=1).
+kernels in compile_passes/kernels are tested against these bodies (tests/compile_passes/test_kernels.py,
+TRITON_INTERPRET=1).
 """
 import torch
 from torch import Tensor
@@ -47,7 +48,8 @@ def _sdpa(q, k, v, mask, scale):
     n_rep = q.shape[1] // k.shape[1]
     if n_rep > 1:  # the masked memory-efficient kernel has no GQA: repeat kv heads
         k, v = k.repeat_interleave(n_rep, dim=1), v.repeat_interleave(n_rep, dim=1)
-    return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale).contiguous()
+    out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    return torch.where(mask.any(-1, keepdim=True), out, 0).contiguous()  # no visible key: zeros, as zoo_ref
 
 
 @torch.library.custom_op("zoo::attention", mutates_args=())
@@ -74,9 +76,7 @@ def _attention_cuda(q, k, v, mask, scale):
 @torch.library.custom_op("zoo::mla_latent_attention", mutates_args=())
 def mla_latent_attention(q_lat: Tensor, q_pe: Tensor, kv: Tensor, pe: Tensor, mask: Tensor, scale: float) -> Tensor:
     """Absorbed MLA attention (see zoo_ref.deepseek.latent_attention). Fully masked queries give zeros."""
-    out = latent_attention(q_lat, q_pe, kv, pe, mask, scale)
-    any_key = mask.any(-1).transpose(1, 2)[..., None]  # [B, T, 1, 1]
-    return out * any_key.to(out.dtype)
+    return latent_attention(q_lat, q_pe, kv, pe, mask, scale)
 
 
 @mla_latent_attention.register_fake

@@ -13,7 +13,6 @@ from contextlib import contextmanager
 import torch
 from torch._inductor.pattern_matcher import PatternMatcherPass, fwd_only, gen_pattern, register_graph_pattern
 
-
 _LAYER = re.compile(r"(layers|blocks)[.\[]'?(\d+)")
 
 

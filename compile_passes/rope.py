@@ -14,9 +14,9 @@ import torch
 from torch._higher_order_ops.auto_functionalize import auto_functionalized
 from torch._inductor.pattern_matcher import stable_topological_sort
 
-from . import ops  # noqa: F401  (registers torch.ops.zoo.*)
 from zoo_ref.layers import rotate
 
+from . import ops  # noqa: F401  (registers torch.ops.zoo.*)
 from .patterns import Replacement, site_of
 
 

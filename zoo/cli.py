@@ -8,8 +8,8 @@ DEMO_DIR = "tiny-qwen3-vl"
 
 def model_options(p: argparse.ArgumentParser):
     p.add_argument("--model", required=True, metavar="DIR",
-                   help=f"a checkpoint directory (config.json, safetensors, tokenizer); `python -m zoo demo --out-dir D` "
-                        f"writes a tiny one to D/{DEMO_DIR}")
+                   help=f"a checkpoint directory (config.json, safetensors, tokenizer); "
+                        f"`python -m zoo demo --out-dir D` writes a tiny one to D/{DEMO_DIR}")
     p.add_argument("--dtype", default="auto", help="auto (the checkpoint's), bfloat16, float16 or float32")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--compile", action="store_true", help="run through zoo.compile (slow to start: it compiles)")

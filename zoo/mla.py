@@ -9,8 +9,7 @@ import weakref
 
 import torch
 
-from zoo_ref.deepseek.mla import (MLA, MLACache, attention_mask, raise_for_flags, to_device, token_slots,
-                                  value_flags)
+from zoo_ref.deepseek.mla import MLA, MLACache, attention_mask, raise_for_flags, to_device, token_slots, value_flags
 
 from .compiler import Compiler
 from .cuda_graphs import GraphRunner, StaticBuffers
@@ -75,10 +74,8 @@ class CompiledMLA:
     def __call__(self, x, cache: MLACache, start_pos, seq_lens=None, mode="absorb"):
         """Same contract as zoo_ref.deepseek.MLA.forward. With start_pos / seq_lens on the CPU the value
         checks run on the host and the call never waits for the device; on the device they cost one read."""
-        if mode not in ("absorb", "naive"):
-            raise ValueError(f"mode must be 'absorb' or 'naive', got {mode!r}")
-        b, t, _ = x.shape
-        seq_lens = torch.full((b,), t, dtype=torch.long, device=start_pos.device) if seq_lens is None else seq_lens
+        seq_lens = self.mla.default_lengths(x, cache, start_pos, seq_lens, mode)
+        b, t = x.shape[:2]
         on_host = start_pos.device != x.device
         if on_host:  # values checked here, free on the host
             self.mla.check_inputs(x, cache, start_pos, seq_lens)

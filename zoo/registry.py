@@ -1,5 +1,7 @@
 """Which compiled runtime serves which zoo_ref model class: `zoo.compile` looks the model's class up here
 (through its MRO, so a new CausalLM family is served by the decoder runtime without registering)."""
+from zoo_ref.errors import InputTypeError
+
 _RUNTIMES = {}  # zoo_ref class -> compiled class
 
 
@@ -16,4 +18,4 @@ def runtime_for(model):
         if cls in _RUNTIMES:
             return _RUNTIMES[cls]
     names = ", ".join(sorted(c.__name__ for c in _RUNTIMES))
-    raise TypeError(f"zoo.compile supports zoo_ref models ({names}), got {type(model).__name__}")
+    raise InputTypeError(f"zoo.compile supports zoo_ref models ({names}), got {type(model).__name__}")

@@ -14,7 +14,9 @@ from torch import nn
 
 from zoo_ref.causal_lm import CausalLM
 from zoo_ref.decoder import causal_mask, new_caches
+from zoo_ref.errors import InputError
 from zoo_ref.generation import decode_loop, generation_setup
+from zoo_ref.inputs import check_count, check_tokens
 from zoo_ref.sampling import SamplingParams, keep_threshold, sample_next, sampling_params, seen_tokens
 
 from .compiler import Compiler
@@ -72,9 +74,8 @@ class CompiledDecoder:
 
     def __init__(self, model, max_batch_size=8, max_seq_len=2048, cuda_graphs=True,
                  passes=("attention", "rope", "linears")):
-        for name, v in (("max_batch_size", max_batch_size), ("max_seq_len", max_seq_len)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"zoo.compile: {name} must be an int >= 1, got {v!r}")
+        check_count("max_batch_size", max_batch_size)
+        check_count("max_seq_len", max_seq_len)
         self.model, self.config = model.eval(), model.config
         c = self.text = model.text_config
         w = model.lm_head.weight
@@ -144,14 +145,14 @@ class CompiledDecoder:
         for bucket in self.buckets:
             if bucket >= b:
                 return bucket
-        raise ValueError(f"batch {b} exceeds max_batch_size {self.buckets[-1]}")
+        raise InputError(f"batch {b} exceeds max_batch_size {self.buckets[-1]}")
 
     def _prepare(self, input_ids, valid, extra_tokens, inputs):
         """Embeddings, positions and key mask, padded to the batch bucket -> a Prompt. A one-token prompt gets one
         leading padding slot: Dynamo specializes a length of 1, and every prompt should share one dynamic graph."""
         b, t = input_ids.shape
         if t + extra_tokens > self.max_len:
-            raise ValueError(f"cache overflow: prompt {t} + {extra_tokens} new tokens > max_seq_len {self.max_len}")
+            raise InputError(f"cache overflow: prompt {t} + {extra_tokens} new tokens > max_seq_len {self.max_len}")
         if t == 1 and self.max_len > 1 + extra_tokens:
             input_ids = torch.cat([torch.zeros_like(input_ids), input_ids], 1)
             valid = torch.cat([torch.zeros_like(valid), valid], 1)
@@ -189,9 +190,9 @@ class CompiledDecoder:
     @torch.no_grad()
     def __call__(self, input_ids, attention_mask=None, **inputs):
         """Full-sequence logits [B, T, vocab], like the reference's forward."""
+        valid = check_tokens(input_ids, attention_mask, self.text.vocab_size)
         self.packed.check()
         b, t = input_ids.shape
-        valid = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
         p = self._prepare(input_ids, valid, 0, inputs)
         logits = self._prefill(p.bucket, True)(self.caches[p.bucket], p.x, p.positions, p.levels, p.key_valid, p.slots)
         return logits[:b, -t:]

@@ -9,6 +9,7 @@ from torch import nn
 from .checkpoint import Pretrained
 from .decoder import DecoderConfig, DecoderModel, causal_mask
 from .generation import generate
+from .inputs import check_tokens
 from .rope import Rotary
 
 
@@ -50,8 +51,8 @@ class CausalLM(Pretrained, nn.Module):
     # ---------------------------------------------------------------- public API
     def forward(self, input_ids, attention_mask=None):
         """Full-sequence logits [B, T, vocab]. attention_mask: [B, T] (1 = token, 0 = left padding)."""
+        valid = check_tokens(input_ids, attention_mask, self.config.vocab_size)
         t = input_ids.shape[1]
-        valid = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
         x, _ = self.embed(input_ids)
         positions, _ = self.rope_positions(input_ids, valid)
         return self.decode_hidden(x, positions, causal_mask(valid, torch.arange(t, device=input_ids.device)))

@@ -8,7 +8,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from .errors import CheckpointError
+from .errors import CheckpointError, InputError
 
 
 def read_config(path) -> dict:
@@ -132,7 +132,7 @@ def size_in_bytes(size) -> int:
     for unit in sorted(_UNITS, key=len, reverse=True):
         if text.endswith(unit) and text[:-len(unit)].strip().replace(".", "", 1).isdigit():
             return int(float(text[:-len(unit)]) * _UNITS[unit])
-    raise ValueError(f"max_shard_size must be a positive int of bytes or a string like '5GB', got {size!r}")
+    raise InputError(f"max_shard_size must be a positive int of bytes or a string like '5GB', got {size!r}")
 
 
 def write_checkpoint(path, config_dict: dict, state_dict: dict, max_shard_bytes: int | None = None, drop=()):
@@ -180,17 +180,17 @@ def resolve_dtype(dtype, config_dict: dict):
         return None if name is None else resolve_dtype(name, {})
     name = str(dtype).removeprefix("torch.")
     if name not in _DTYPES:
-        raise ValueError(f"dtype must be a torch.dtype, one of {sorted(_DTYPES)} or 'auto', got {dtype!r}")
+        raise InputError(f"dtype must be a torch.dtype, one of {sorted(_DTYPES)} or 'auto', got {dtype!r}")
     return _DTYPES[name]
 
 
 def resolve_device(device, device_map):
     """device= or transformers' device_map= ("cpu", "cuda", "cuda:1", "auto"; per-module maps are not supported)."""
     if device is not None and device_map is not None:
-        raise ValueError("pass device= or device_map=, not both")
+        raise InputError("pass device= or device_map=, not both")
     if device_map is not None:
         if isinstance(device_map, dict):
-            raise ValueError("device_map as a per-module dict is not supported: zoo puts a model on one device "
+            raise InputError("device_map as a per-module dict is not supported: zoo puts a model on one device "
                              "(device_map='cuda', 'cpu' or 'auto')")
         device = ("cuda" if torch.cuda.is_available() else "cpu") if device_map == "auto" else device_map
     return None if device is None else torch.device(device)
@@ -227,7 +227,7 @@ class Pretrained:
         under transformers' older name. device, or device_map="cpu" | "cuda" | "auto"."""
         if torch_dtype is not None:
             if dtype is not None:
-                raise ValueError("pass dtype= or torch_dtype=, not both")
+                raise InputError("pass dtype= or torch_dtype=, not both")
             dtype = torch_dtype
         device = resolve_device(device, device_map)  # the arguments first, then the files
         if dtype != "auto":

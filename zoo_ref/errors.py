@@ -12,3 +12,11 @@ class ConfigError(ZooError, ValueError):
 
 class CheckpointError(ZooError, ValueError):
     """A checkpoint does not fit the model: the message lists every missing/unexpected/misshaped tensor."""
+
+
+class InputError(ZooError, ValueError):
+    """An argument's value does not fit (shape, range, consistency with the others); the message names it."""
+
+
+class InputTypeError(ZooError, TypeError):
+    """An argument has the wrong type; the message names it, what was expected and what came."""

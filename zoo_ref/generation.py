@@ -10,20 +10,29 @@ runtime and the reference agree on that through the model's own `rope_positions`
 import torch
 
 from .decoder import causal_mask, new_caches
+from .errors import InputError, InputTypeError
+from .inputs import check_count, check_tokens
 from .sampling import sample_next, sampling_params, seen_tokens
 
 
 def generation_setup(model, input_ids, attention_mask, max_new_tokens, eos_token_id=None, pad_token_id=None,
                      **sampling):
-    """-> (SamplingParams per row, eos ids [n] tensor, pad id for finished rows, valid [B, T] bool)."""
-    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
+    """Every argument checked -> (SamplingParams per row, eos ids [n] tensor, pad id for finished rows,
+    valid [B, T] bool)."""
+    vocab = model.text_config.vocab_size
+    valid = check_tokens(input_ids, attention_mask, vocab, generating=True)
+    check_count("max_new_tokens", max_new_tokens)
     device = input_ids.device
     params = sampling_params(input_ids.shape[0], device=device, **sampling)
     eos = model.config.eos_token_id if eos_token_id is None else eos_token_id
-    eos = torch.tensor([eos] if isinstance(eos, int) else list(eos), device=device, dtype=torch.long)
+    eos = [eos] if isinstance(eos, int) and not isinstance(eos, bool) else eos
+    if not isinstance(eos, (list, tuple)) or not all(isinstance(e, int) and not isinstance(e, bool) for e in eos):
+        raise InputTypeError(f"eos_token_id must be an int or a list of ints, got {eos_token_id!r}")
+    if pad_token_id is not None and (not isinstance(pad_token_id, int) or isinstance(pad_token_id, bool)
+                                     or not 0 <= pad_token_id < vocab):
+        raise InputError(f"pad_token_id must be a token id in [0, {vocab}), got {pad_token_id!r}")
+    eos = torch.tensor(list(eos), device=device, dtype=torch.long)
     pad = next((p for p in (pad_token_id, model.config.pad_token_id, *eos.tolist()) if p is not None), 0)
-    valid = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
     return params, eos, pad, valid
 
 
@@ -76,7 +85,7 @@ def generate(model, input_ids, attention_mask=None, max_new_tokens=32, do_sample
     b, t = input_ids.shape
     max_len = t + max_new_tokens
     if max_len > c.max_position_embeddings:
-        raise ValueError(f"prompt + max_new_tokens = {max_len} exceeds max_position_embeddings "
+        raise InputError(f"prompt + max_new_tokens = {max_len} exceeds max_position_embeddings "
                          f"{c.max_position_embeddings}")
     device = input_ids.device
     key_valid = torch.zeros(b, max_len, dtype=torch.bool, device=device)

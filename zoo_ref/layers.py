@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import ConfigError
 from .rope import inv_freq  # noqa: F401  (re-exported: the models' rotary tables)
 
 
@@ -47,7 +48,7 @@ def attention(q, k, v, mask, scale: float):
     """Softmax attention with grouped KV heads.
 
     q: [B, H, T, Dqk], k: [B, Hkv, S, Dqk], v: [B, Hkv, S, Dv], mask: bool [B, 1, T, S] (True = attend).
-    Softmax in fp32. A fully masked row (a padding query) attends uniformly instead of producing NaN.
+    Softmax in fp32. A query that sees no key (a padding query) gives zeros.
     """
     b, hkv, s, _ = k.shape
     n_rep = q.shape[1] // hkv
@@ -56,7 +57,7 @@ def attention(q, k, v, mask, scale: float):
         v = v[:, :, None].expand(b, hkv, n_rep, s, v.shape[-1]).reshape(b, hkv * n_rep, s, v.shape[-1])
     scores = torch.matmul(q, k.transpose(-1, -2)) * scale
     scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-    probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+    probs = torch.softmax(scores.float(), dim=-1).masked_fill(~mask.any(-1, keepdim=True), 0).to(q.dtype)
     return torch.matmul(probs, v)
 
 
@@ -70,7 +71,7 @@ ACTIVATIONS = {
 
 def activation(name: str):
     if name not in ACTIVATIONS:
-        raise ValueError(f"unsupported activation {name!r}; supported: {sorted(ACTIVATIONS)}")
+        raise ConfigError(f"unsupported activation {name!r}; supported: {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[name]
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import InputError
+
 _M32 = 0xFFFFFFFF
 
 
@@ -58,10 +60,10 @@ def _per_row(name, value, batch, dtype, check, what):
     values = value.tolist() if isinstance(value, torch.Tensor) else value
     values = list(values) if isinstance(values, (list, tuple)) else [values] * batch
     if len(values) != batch:
-        raise ValueError(f"{name} has {len(values)} per-row values but the batch has {batch} rows")
+        raise InputError(f"{name} has {len(values)} per-row values but the batch has {batch} rows")
     for v in values:
         if isinstance(v, bool) != (dtype is torch.bool) or not isinstance(v, numbers.Real) or not check(v):
-            raise ValueError(f"{name} must be {what}, got {v!r}")
+            raise InputError(f"{name} must be {what}, got {v!r}")
     return torch.tensor(values, dtype=dtype)
 
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from tests.strategies import paired_dense
-from zoo.cli import main, run_chat, parser
+from zoo.cli import main, parser, run_chat
 from zoo.demo import test_image
 from zoo_ref.qwen3_vl.tiny import make_tiny_checkpoint, write_tokenizer
 

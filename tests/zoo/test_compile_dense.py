@@ -61,7 +61,7 @@ def test_every_site_replaced_and_prompt_lengths_share_one_graph(models):
     assert all(n == 1 for n in report.graphs.values()), report.graphs
     layers = model.config.num_hidden_layers
     for name, counts in report.per_graph:
-        assert counts["attention"] == layers and counts["rope"] == layers and counts["rope_unpaired"] == 0, (name, counts)
+        assert counts["attention"] == counts["rope"] == layers and counts["rope_unpaired"] == 0, (name, counts)
         assert counts["linears"] == 2 * layers, (name, counts)  # q/k/v (with Qwen2's biases) and gate/up
     assert {name for name, _ in report.per_graph} >= {f"prefill[b={BATCH}]", f"decode[b={BATCH}]"}
 

@@ -24,7 +24,8 @@ def test_batched_generate_equals_per_prompt(tiny):
     images = [[test_image()], [test_image(96, 64), test_image(40, 90)], []]
     batch = build_inputs(tok, prompts, images=images, **BOUNDS)
     assert batch["input_ids"].shape[0] == 3 and batch["image_grid_thw"].shape[0] == 3
-    assert (batch["attention_mask"][:, -1] == 1).all() and (batch["attention_mask"].sum(1) < batch["input_ids"].shape[1]).any()
+    mask = batch["attention_mask"]
+    assert (mask[:, -1] == 1).all() and (mask.sum(1) < mask.shape[1]).any()  # left-padded
     together = model.generate(**batch, max_new_tokens=6, eos_token_id=[])
     for i, (text, imgs) in enumerate(zip(prompts, images)):
         alone = model.generate(**build_inputs(tok, text, images=imgs, **BOUNDS), max_new_tokens=6, eos_token_id=[])

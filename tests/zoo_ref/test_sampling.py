@@ -4,8 +4,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zoo_ref.sampling import (apply_repetition_penalty, filter_top_k_top_p, sample_next, sampling_params, seen_tokens,
-                              uniform_noise)
+from zoo_ref.sampling import (
+    apply_repetition_penalty,
+    filter_top_k_top_p,
+    sample_next,
+    sampling_params,
+    seen_tokens,
+    uniform_noise,
+)
 
 
 @settings(max_examples=200)
@@ -49,8 +55,10 @@ def test_greedy_rows_ignore_noise_and_sampled_rows_follow_their_seed():
     seen = torch.zeros(3, 50, dtype=torch.bool)
     params = sampling_params(3, do_sample=[False, True, True], temperature=[1.0, 1.0, 1.0], seed=[5, 7, 7])
     a = sample_next(logits, seen, params, torch.tensor(0))
-    assert a[0] == logits[0].argmax() and a[1] == sample_next(logits[1:2], seen[1:2], params.rows(slice(1, 2)), torch.tensor(0))[0]
-    assert a[2] == sample_next(logits[2:], seen[2:], params.rows(slice(1, 2)), torch.tensor(0))[0]  # same seed, same draw
+    alone = sample_next(logits[1:2], seen[1:2], params.rows(slice(1, 2)), torch.tensor(0))
+    assert a[0] == logits[0].argmax() and a[1] == alone[0]
+    same_seed = sample_next(logits[2:], seen[2:], params.rows(slice(1, 2)), torch.tensor(0))
+    assert a[2] == same_seed[0]  # row 2 has row 1's seed: the same draw
     banned = torch.tensor([int(logits[0].argmax())])
     assert sample_next(logits, seen, params, torch.tensor(0), banned)[0] != banned[0]
 

@@ -2,5 +2,6 @@
 from .config import CONFIGS, MLAConfig, MLAConfigError, YarnConfig, rope_inv_freq, softmax_scale
 from .mla import MLA, MLACache, deinterleave, latent_attention
 
-__all__ = ["CONFIGS", "MLAConfig", "MLAConfigError", "YarnConfig", "MLA", "MLACache", "latent_attention", "deinterleave",
+__all__ = ["CONFIGS", "MLAConfig", "MLAConfigError", "YarnConfig", "MLA", "MLACache", "latent_attention",
+           "deinterleave",
            "rope_inv_freq", "softmax_scale"]

@@ -3,8 +3,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..rope import RopeConfigError, YarnConfig, parse_rope, rope_inv_freq as _rope_inv_freq, yarn_mscale
-
+from ..rope import RopeConfigError, YarnConfig, parse_rope, yarn_mscale
+from ..rope import rope_inv_freq as _rope_inv_freq
 
 CONFIGS = Path(__file__).parent / "configs"  # deepseek-r1.json: DeepSeek-R1 / V3 shapes
 
@@ -35,7 +35,8 @@ class MLAConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "MLAConfig":
         if d.get("model_type") not in (None, "deepseek_v3", "deepseek_v2", "kimi_k2"):
-            raise MLAConfigError(f"expected a DeepSeek-V3 config (model_type 'deepseek_v3'), got {d.get('model_type')!r}")
+            raise MLAConfigError(f"expected a DeepSeek-V3 config (model_type 'deepseek_v3'), got "
+                                 f"{d.get('model_type')!r}")
         required = ["hidden_size", "num_attention_heads", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim",
                     "v_head_dim"]
         missing = [k for k in required if d.get(k) is None]

@@ -8,7 +8,7 @@ pe [B, S, rope_dim] = the rotated rope key (one for all heads).
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, InputError, InputTypeError
 from ..layers import RMSNorm, apply_rotary, attention
 from ..rope import Rotary
 from .config import MLAConfig, softmax_scale
@@ -40,8 +40,8 @@ def latent_attention(q_lat, q_pe, kv, pe, mask, scale: float):
     """
     scores = torch.einsum("bthc,bsc->bhts", q_lat, kv) + torch.einsum("bthr,bsr->bhts", q_pe, pe)
     scores = (scores * scale).masked_fill(~mask, torch.finfo(scores.dtype).min)
-    probs = torch.softmax(scores.float(), dim=-1).to(q_lat.dtype)
-    return torch.einsum("bhts,bsc->bthc", probs, kv)
+    probs = torch.softmax(scores.float(), dim=-1).masked_fill(~mask.any(-1, keepdim=True), 0).to(q_lat.dtype)
+    return torch.einsum("bhts,bsc->bthc", probs, kv)  # a query that sees no key gives zeros
 
 
 class MLA(nn.Module):
@@ -71,11 +71,18 @@ class MLA(nn.Module):
         sharded safetensors, keys model.layers.{layer}.self_attn.*); only the shards holding that layer are read.
         dtype / torch_dtype / device / device_map as the models' from_pretrained. The weights must be bf16, fp16
         or fp32: an FP8 release (with weight_scale_inv tensors) has to be dequantized first."""
-        from ..checkpoint import (_headers, build_pretrained, checkpoint_dir, read_config, resolve_device,
-                                  resolve_dtype, weight_files)
+        from ..checkpoint import (
+            _headers,
+            build_pretrained,
+            checkpoint_dir,
+            read_config,
+            resolve_device,
+            resolve_dtype,
+            weight_files,
+        )
         if torch_dtype is not None:
             if dtype is not None:
-                raise ValueError("pass dtype= or torch_dtype=, not both")
+                raise InputError("pass dtype= or torch_dtype=, not both")
             dtype = torch_dtype
         device = resolve_device(device, device_map)
         path = checkpoint_dir(path)
@@ -83,7 +90,7 @@ class MLA(nn.Module):
         n_layers = raw.get("num_hidden_layers")
         if not isinstance(layer, int) or isinstance(layer, bool) or layer < 0 or (n_layers is not None
                                                                                   and layer >= n_layers):
-            raise ValueError(f"layer must be an int in [0, {n_layers}) for this checkpoint, got {layer!r}")
+            raise InputError(f"layer must be an int in [0, {n_layers}) for this checkpoint, got {layer!r}")
         prefix = f"model.layers.{layer}.self_attn."
         scaled = [k for k in _headers(weight_files(path, prefix), prefix) if k.endswith("_scale_inv")]
         if scaled:
@@ -120,23 +127,48 @@ class MLA(nn.Module):
         raise_for_flags(value_flags(t, cache.max_len, start_pos, seq_lens).tolist(), t, cache.max_len, start_pos,
                         seq_lens)  # one device read for both checks (none for CPU lengths)
 
+    def default_lengths(self, x, cache, start_pos, seq_lens, mode):
+        """Types first (before anything touches the arguments), then seq_lens' default (T for every row)."""
+        if mode not in ("absorb", "naive"):
+            raise InputError(f"mode must be 'absorb' or 'naive', got {mode!r}")
+        named = [("x", x), ("start_pos", start_pos)] + ([("seq_lens", seq_lens)] if seq_lens is not None else [])
+        for name, v in named:
+            if not isinstance(v, torch.Tensor):
+                raise InputTypeError(f"{name} must be a torch.Tensor, got {type(v).__name__} {v!r:.60}")
+        if not isinstance(cache, MLACache):
+            raise InputTypeError(f"cache must be an MLACache (mla.new_cache(batch, max_len)), got "
+                                 f"{type(cache).__name__}")
+        if seq_lens is None:
+            seq_lens = torch.full(start_pos.shape, x.shape[1] if x.ndim == 3 else 0, dtype=torch.long,
+                                  device=start_pos.device)
+        return seq_lens
+
     def check_shapes(self, x, cache, start_pos, seq_lens):
         """Everything checkable without reading device values."""
         c, b = self.config, x.shape[0]
         if x.ndim != 3 or x.shape[-1] != c.hidden_size:
-            raise ValueError(f"x must be [B, T, {c.hidden_size}], got {tuple(x.shape)}")
+            raise InputError(f"x must be [B, T, {c.hidden_size}], got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise InputTypeError(f"x must be a floating-point tensor, got {x.dtype}")
+        for name, width in (("kv", c.kv_lora_rank), ("pe", c.qk_rope_head_dim)):
+            buf = getattr(cache, name)
+            if buf.ndim != 3 or buf.shape[-1] != width or buf.shape[:2] != cache.kv.shape[:2]:
+                raise InputError(f"cache.{name} must be [B, max_len, {width}] for this MLA (kv_lora_rank "
+                                 f"{c.kv_lora_rank}, rope dim {c.qk_rope_head_dim}), got {tuple(buf.shape)}: a cache "
+                                 "of another config?")
         if cache.kv.shape[0] != b:
-            raise ValueError(f"cache holds {cache.kv.shape[0]} rows but x has batch {b}")
+            raise InputError(f"cache holds {cache.kv.shape[0]} rows but x has batch {b}")
         for name, v in (("start_pos", start_pos), ("seq_lens", seq_lens)):
             if v.shape != (b,) or v.dtype != torch.long:
-                raise ValueError(f"{name} must be a LongTensor of shape [{b}], got {v.dtype} {tuple(v.shape)}")
+                raise InputError(f"{name} must be a LongTensor of shape [{b}], got {v.dtype} {tuple(v.shape)}")
         if x.dtype != cache.kv.dtype or x.dtype != self.kv_b_proj.weight.dtype:
-            raise ValueError(f"dtype mismatch: x {x.dtype}, cache {cache.kv.dtype}, weights {self.kv_b_proj.weight.dtype}")
+            raise InputError(f"dtype mismatch: x {x.dtype}, cache {cache.kv.dtype}, weights "
+                             f"{self.kv_b_proj.weight.dtype}")
         if not (x.device == cache.kv.device == self.kv_b_proj.weight.device) or start_pos.device != seq_lens.device \
                 or start_pos.device not in (x.device, torch.device("cpu")):
-            raise ValueError(f"device mismatch: x {x.device}, cache {cache.kv.device}, weights "
-                             f"{self.kv_b_proj.weight.device}, start_pos {start_pos.device}, seq_lens {seq_lens.device} "
-                             f"(start_pos and seq_lens: both on x's device or both on the CPU)")
+            raise InputError(f"device mismatch: x {x.device}, cache {cache.kv.device}, weights "
+                             f"{self.kv_b_proj.weight.device}, start_pos {start_pos.device}, seq_lens "
+                             f"{seq_lens.device} (start_pos and seq_lens: both on x's device or both on the CPU)")
 
     # ------------------------------------------------------------------ forward
     def forward(self, x, cache: MLACache, start_pos, seq_lens=None, mode="absorb"):
@@ -145,11 +177,9 @@ class MLA(nn.Module):
         slots 0 .. start_pos[b] + t. Returns y [B, T, dim]; padding tokens give zeros and write nothing.
         start_pos / seq_lens may live on x's device or on the CPU (host-known lengths: checking them then
         needs no device read)."""
-        if mode not in ("absorb", "naive"):
-            raise ValueError(f"mode must be 'absorb' or 'naive', got {mode!r}")
-        b, t, _ = x.shape
-        seq_lens = torch.full((b,), t, dtype=torch.long, device=start_pos.device) if seq_lens is None else seq_lens
+        seq_lens = self.default_lengths(x, cache, start_pos, seq_lens, mode)
         self.check_inputs(x, cache, start_pos, seq_lens)
+        t = x.shape[1]
         kv_len = max(int((start_pos + seq_lens).max()), 1)  # only slots some query can see
         start_pos, seq_lens = to_device(start_pos, x.device), to_device(seq_lens, x.device)
         positions, valid = token_slots(start_pos, seq_lens, t)
@@ -191,10 +221,10 @@ def value_flags(t, max_len, start_pos, seq_lens):
 def raise_for_flags(flags, t, max_len, start_pos, seq_lens):
     bad_range, overflow = flags
     if bad_range:
-        raise ValueError(f"need 0 <= seq_lens <= T = {t} and start_pos >= 0; got seq_lens {seq_lens.tolist()}, "
+        raise InputError(f"need 0 <= seq_lens <= T = {t} and start_pos >= 0; got seq_lens {seq_lens.tolist()}, "
                          f"start_pos {start_pos.tolist()}")
     if overflow:
-        raise ValueError(f"cache overflow: start_pos + seq_lens = {(start_pos + seq_lens).tolist()} exceeds max_len "
+        raise InputError(f"cache overflow: start_pos + seq_lens = {(start_pos + seq_lens).tolist()} exceeds max_len "
                          f"{max_len}")
 
 

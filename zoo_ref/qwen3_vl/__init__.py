@@ -4,8 +4,8 @@ from ..generation import generate
 from .config import Qwen3VLConfig, TextConfig, VisionConfig
 from .model import Qwen3VLForConditionalGeneration
 from .positions import mrope_positions
-from .processor import expand_placeholders, frame_timestamps, process_images, process_video, smart_resize
-from .prompts import as_image, build_inputs, chat_prompt
+from .processor import as_image, expand_placeholders, frame_timestamps, process_images, process_video, smart_resize
+from .prompts import build_inputs, chat_prompt
 
 
 def load_tokenizer(path):

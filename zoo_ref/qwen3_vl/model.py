@@ -4,7 +4,9 @@ from torch import nn
 
 from ..checkpoint import Pretrained
 from ..decoder import causal_mask
+from ..errors import InputError, InputTypeError
 from ..generation import generate
+from ..inputs import INTEGER, check_tokens
 from .config import Qwen3VLConfig
 from .positions import mrope_positions
 from .text import TextModel
@@ -48,24 +50,33 @@ class Qwen3VLForConditionalGeneration(Pretrained, nn.Module):
         c, name = self.config.vision, ("pixel_values" if kind == "image" else "pixel_values_videos")
         grid_name = f"{kind}_grid_thw"
         if grid is None:
-            raise ValueError(f"{name} given without {grid_name}")
+            raise InputError(f"{name} given without {grid_name}")
+        for arg, value in ((name, pixels), (grid_name, grid)):
+            if not isinstance(value, torch.Tensor):
+                raise InputTypeError(f"{arg} must be a torch.Tensor, got {type(value).__name__}")
+        if grid.dtype not in INTEGER:
+            raise InputTypeError(f"{grid_name} must hold integers (t, h, w in patches), got {grid.dtype}")
+        if not pixels.is_floating_point():
+            raise InputTypeError(f"{name} must be a floating-point tensor (normalized pixels), got {pixels.dtype}")
         if grid.ndim != 2 or grid.shape[1] != 3:
-            raise ValueError(f"{grid_name} must be [num_{kind}s, 3] (t, h, w), got {tuple(grid.shape)}")
+            raise InputError(f"{grid_name} must be [num_{kind}s, 3] (t, h, w), got {tuple(grid.shape)}")
         m = c.spatial_merge_size
         for i, (t, h, w) in enumerate(grid.tolist()):
             if t < 1 or h % m or w % m or h < m or w < m:
-                raise ValueError(f"{grid_name}[{i}] = ({t}, {h}, {w}): h and w must be positive multiples of "
+                raise InputError(f"{grid_name}[{i}] = ({t}, {h}, {w}): h and w must be positive multiples of "
                                  f"spatial_merge_size {m} and t >= 1")
         if pixels.ndim != 2 or pixels.shape[1] != c.patch_dim:
-            raise ValueError(f"{name} must be [num_patches, {c.patch_dim}] (channels * temporal_patch * patch^2), "
+            raise InputError(f"{name} must be [num_patches, {c.patch_dim}] (channels * temporal_patch * patch^2), "
                              f"got {tuple(pixels.shape)}")
         n_patches = int(grid.prod(-1).sum())
         if pixels.shape[0] != n_patches:
-            raise ValueError(f"{name} has {pixels.shape[0]} patches but {grid_name} describes {n_patches}")
+            raise InputError(f"{name} has {pixels.shape[0]} patches but {grid_name} describes {n_patches}")
+        if not bool(torch.isfinite(pixels).all()):  # a NaN here would reach every later call's cached keys
+            raise InputError(f"{name} holds NaN or infinite values")
         token = self.config.image_token_id if kind == "image" else self.config.video_token_id
         n_tokens, n_features = int((input_ids == token).sum()), n_patches // m ** 2
         if n_tokens != n_features:
-            raise ValueError(f"{kind} token count mismatch: input_ids hold {n_tokens} {kind} placeholder tokens "
+            raise InputError(f"{kind} token count mismatch: input_ids hold {n_tokens} {kind} placeholder tokens "
                              f"but the {kind}s give {n_features} features")
 
     def embed(self, input_ids, pixel_values=None, image_grid_thw=None, pixel_values_videos=None,
@@ -79,7 +90,7 @@ class Qwen3VLForConditionalGeneration(Pretrained, nn.Module):
                 ("video", pixel_values_videos, video_grid_thw, self.config.video_token_id)):
             if pixels is None:
                 if grid is not None:
-                    raise ValueError(f"{kind}_grid_thw given without pixel values")
+                    raise InputError(f"{kind}_grid_thw given without pixel values")
                 continue
             self._check_visual(kind, pixels, grid, input_ids)
             feats, levels = (vision or self.model.visual)(pixels, grid)
@@ -115,10 +126,9 @@ class Qwen3VLForConditionalGeneration(Pretrained, nn.Module):
     def forward(self, input_ids, pixel_values=None, image_grid_thw=None, pixel_values_videos=None,
                 video_grid_thw=None, attention_mask=None):
         """Full-sequence logits [B, T, vocab]. attention_mask: [B, T] (1 = token, 0 = padding)."""
+        valid = check_tokens(input_ids, attention_mask, self.config.text.vocab_size)
         x, deepstack = self.embed(input_ids, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw)
         t = input_ids.shape[1]
-        valid = (torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None
-                 else attention_mask.bool())
         positions, _ = self.rope_positions(input_ids, valid, image_grid_thw, video_grid_thw)
         mask = causal_mask(valid, torch.arange(t, device=input_ids.device))
         return self.decode_hidden(x, positions, mask, deepstack)

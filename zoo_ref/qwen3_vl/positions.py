@@ -3,6 +3,7 @@ from itertools import groupby
 
 import torch
 
+from ..errors import InputError
 from .config import Qwen3VLConfig
 
 
@@ -36,11 +37,11 @@ def mrope_positions(input_ids, config: Qwen3VLConfig, image_grid_thw=None, video
             while n > 0:  # consume whole images / frames from the run
                 grid = next(images if kind == "image" else frames, None)
                 if grid is None:
-                    raise ValueError(f"row {row}: more {kind} placeholder tokens than {kind} grids describe")
+                    raise InputError(f"row {row}: more {kind} placeholder tokens than {kind} grids describe")
                 gt, gh, gw = grid[0], grid[1] // m, grid[2] // m
                 need = gt * gh * gw
                 if need > n:
-                    raise ValueError(f"row {row}: a run of {n} {kind} placeholder tokens is shorter than the next "
+                    raise InputError(f"row {row}: a run of {n} {kind} placeholder tokens is shorter than the next "
                                      f"{kind}'s {need} tokens (grid {grid})")
                 tt, hh, ww = torch.meshgrid(torch.arange(gt), torch.arange(gh), torch.arange(gw), indexing="ij")
                 chunks.append(torch.stack([tt, hh, ww]).reshape(3, -1) + cur)
@@ -51,5 +52,5 @@ def mrope_positions(input_ids, config: Qwen3VLConfig, image_grid_thw=None, video
         deltas[row] = (pos.max() + 1 - len(ids)) if len(ids) else 0
     for kind, rest in (("image", images), ("video frame", frames)):
         if next(rest, None) is not None:
-            raise ValueError(f"more {kind} grids than {kind} placeholder runs in input_ids")
+            raise InputError(f"more {kind} grids than {kind} placeholder runs in input_ids")
     return positions.to(input_ids.device), deltas.to(input_ids.device)

@@ -4,10 +4,13 @@ Matches transformers' PIL image processor (Qwen2VLImageProcessorPil / 4.57's slo
 configured as Qwen3-VL ships it: patch 16, merge 2, temporal patch 2, mean = std = 0.5, BICUBIC resize.
 """
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from ..errors import InputError, InputTypeError
 
 PATCH, MERGE, TEMPORAL = 16, 2, 2
 MEAN = STD = 0.5
@@ -19,9 +22,10 @@ def smart_resize(height, width, factor=PATCH * MERGE, min_pixels=IMAGE_MIN_PIXEL
                  num_frames=1):
     """Target (h, w): multiples of factor, aspect ratio kept, num_frames * h * w within the pixel bounds."""
     if min(height, width) < 1:
-        raise ValueError(f"image has an empty side: {height}x{width}")
+        raise InputError(f"image has an empty side: {height}x{width}")
     if max(height, width) / min(height, width) > 200:
-        raise ValueError(f"absolute aspect ratio must be smaller than 200, got {max(height, width) / min(height, width)}")
+        raise InputError(f"absolute aspect ratio must be smaller than 200, got "
+                         f"{max(height, width) / min(height, width)}")
     h_bar, w_bar = round(height / factor) * factor, round(width / factor) * factor
     t_bar = num_frames if num_frames == 1 else round(num_frames / TEMPORAL) * TEMPORAL
     if t_bar * h_bar * w_bar > max_pixels:
@@ -33,6 +37,21 @@ def smart_resize(height, width, factor=PATCH * MERGE, min_pixels=IMAGE_MIN_PIXEL
         h_bar = math.ceil(height * beta / factor) * factor
         w_bar = math.ceil(width * beta / factor) * factor
     return h_bar, w_bar
+
+
+def as_image(x, name="image"):
+    """A PIL image from a PIL image, a file path or an HxWx3 / HxW uint8 array."""
+    if isinstance(x, Image.Image):
+        return x
+    if isinstance(x, (str, Path)):
+        if not Path(x).is_file():
+            raise InputError(f"{name}: no image file at {str(x)!r}")
+        with Image.open(x) as img:
+            img.load()
+            return img.copy()
+    if isinstance(x, np.ndarray) and x.dtype == np.uint8 and (x.ndim == 2 or (x.ndim == 3 and x.shape[2] in (3, 4))):
+        return Image.fromarray(x)
+    raise InputTypeError(f"{name} must be a PIL image, a file path or an HxWx3 uint8 array, got {type(x).__name__}")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -72,7 +91,8 @@ def process_images(images, min_pixels=IMAGE_MIN_PIXELS, max_pixels=IMAGE_MAX_PIX
     if isinstance(images, Image.Image):
         images = [images]
     patches, grids = [], []
-    for img in images:
+    for i, img in enumerate(images):
+        img = as_image(img, f"images[{i}]")
         size = smart_resize(img.height, img.width, min_pixels=min_pixels, max_pixels=max_pixels)
         frame = _to_tensor(img, size)
         p, grid = _patchify(frame[None].expand(TEMPORAL, -1, -1, -1).contiguous())
@@ -87,10 +107,11 @@ def process_video(frames, min_pixels=VIDEO_MIN_PIXELS, max_pixels=VIDEO_MAX_PIXE
     All frames share one resize; an odd frame count is padded by repeating the last frame.
     """
     if len(frames) < 1:
-        raise ValueError("a video needs at least one frame")
+        raise InputError("a video needs at least one frame")
+    frames = [as_image(f, f"video frame {i}") for i, f in enumerate(frames)]
     sizes = {(f.height, f.width) for f in frames}
     if len(sizes) != 1:
-        raise ValueError(f"all frames of a video must have the same size, got {sorted(sizes)}")
+        raise InputError(f"all frames of a video must have the same size, got {sorted(sizes)}")
     (h, w), = sizes
     if min(h, w) < PATCH * MERGE:  # transformers' video resize first scales tiny frames up to the factor
         scale = PATCH * MERGE / min(h, w)
@@ -120,7 +141,7 @@ def expand_placeholders(text, image_grid_thw=None, video_grid_thw=None, video_ti
         parts = text.split(marker)
         n = 0 if grids is None else len(grids)
         if len(parts) - 1 != n:
-            raise ValueError(f"prompt has {len(parts) - 1} {marker} markers but {n} grids were given")
+            raise InputError(f"prompt has {len(parts) - 1} {marker} markers but {n} grids were given")
         return parts
 
     parts = split("<|image_pad|>", image_grid_thw)
@@ -133,7 +154,7 @@ def expand_placeholders(text, image_grid_thw=None, video_grid_thw=None, video_ti
         t, h, w = (int(v) for v in video_grid_thw[i])
         stamps = video_timestamps[i] if video_timestamps is not None else [float(j) for j in range(t)]
         if len(stamps) != t:
-            raise ValueError(f"video {i} has {t} temporal patches but {len(stamps)} timestamps")
+            raise InputError(f"video {i} has {t} temporal patches but {len(stamps)} timestamps")
         frames = "".join(f"<{s:.1f} seconds><|vision_start|>" + "<|video_pad|>" * (h * w // MERGE ** 2)
                          + "<|vision_end|>" for s in stamps)
         text = text.removesuffix("<|vision_start|>") + frames + part.removeprefix("<|vision_end|>")

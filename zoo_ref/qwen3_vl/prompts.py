@@ -1,12 +1,9 @@
 """Prompts -> model inputs: one prompt, a batch of prompts, or chat conversations (the checkpoint's own chat
 template), with their images and videos, left-padded into one batch with its attention_mask."""
-from pathlib import Path
-
-import numpy as np
 import torch
-from PIL import Image
 
-from .processor import expand_placeholders, frame_timestamps, process_images, process_video
+from ..errors import InputError, InputTypeError
+from .processor import as_image, expand_placeholders, frame_timestamps, process_images, process_video
 
 IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
 VIDEO = "<|vision_start|><|video_pad|><|vision_end|>"
@@ -15,21 +12,6 @@ VIDEO = "<|vision_start|><|video_pad|><|vision_end|>"
 def chat_prompt(text, num_images=0, num_videos=0):
     """The Qwen chat template for one user turn with the visuals first (used when the tokenizer has none)."""
     return f"<|im_start|>user\n{IMAGE * num_images}{VIDEO * num_videos}{text}<|im_end|>\n<|im_start|>assistant\n"
-
-
-def as_image(x, name="image"):
-    """A PIL image from a PIL image, a file path or an HxWx3 / HxW uint8 array."""
-    if isinstance(x, Image.Image):
-        return x
-    if isinstance(x, (str, Path)):
-        if not Path(x).is_file():
-            raise ValueError(f"{name}: no image file at {str(x)!r}")
-        with Image.open(x) as img:
-            img.load()
-            return img.copy()
-    if isinstance(x, np.ndarray) and x.dtype == np.uint8 and (x.ndim == 2 or (x.ndim == 3 and x.shape[2] in (3, 4))):
-        return Image.fromarray(x)
-    raise TypeError(f"{name} must be a PIL image, a file path or an HxWx3 uint8 array, got {type(x).__name__}")
 
 
 def _conversation(text, images, videos):
@@ -42,7 +24,7 @@ def _visuals_of(conversation):
     images, videos, messages = [], [], []
     for i, m in enumerate(conversation):
         if not isinstance(m, dict) or "role" not in m or "content" not in m:
-            raise ValueError(f"conversation[{i}] must be a dict with 'role' and 'content', got {m!r:.80}")
+            raise InputError(f"conversation[{i}] must be a dict with 'role' and 'content', got {m!r:.80}")
         content = m["content"]
         if isinstance(content, list):
             for part in content:
@@ -54,7 +36,7 @@ def _visuals_of(conversation):
                     frames = part.get("video")
                     videos.append([as_image(f, f"conversation[{i}] video frame") for f in frames])
                 elif kind != "text":
-                    raise ValueError(f"conversation[{i}] content parts must have type 'text', 'image' or 'video', "
+                    raise InputError(f"conversation[{i}] content parts must have type 'text', 'image' or 'video', "
                                      f"got {part!r:.80}")
             content = [{k: v for k, v in p.items() if k in ("type", "text")} for p in content]
         messages.append({"role": m["role"], "content": content})
@@ -66,7 +48,7 @@ def render(tokenizer, messages):
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     if len(messages) != 1 or messages[0]["role"] != "user":
-        raise ValueError("this tokenizer has no chat template: pass one user turn, or a tokenizer with a template")
+        raise InputError("this tokenizer has no chat template: pass one user turn, or a tokenizer with a template")
     content = messages[0]["content"]
     parts = content if isinstance(content, list) else [{"type": "text", "text": content}]
     text = "".join(p.get("text", "") for p in parts)
@@ -81,10 +63,10 @@ def _one(tokenizer, item, images, video, video_fps, pixel_bounds):
         messages = _conversation(item, imgs, vids)
     elif isinstance(item, list):
         if images or video:
-            raise ValueError("a conversation carries its own images/videos as content parts; don't pass images=")
+            raise InputError("a conversation carries its own images/videos as content parts; don't pass images=")
         messages, imgs, vids = _visuals_of(item)
     else:
-        raise TypeError(f"text must be a str, a conversation (list of messages) or a list of those, got "
+        raise InputTypeError(f"text must be a str, a conversation (list of messages) or a list of those, got "
                         f"{type(item).__name__}")
     image = process_images(imgs, **pixel_bounds) if imgs else None
     videos = [process_video(v) for v in vids]
@@ -109,11 +91,11 @@ def build_inputs(tokenizer, text, images=None, video=None, video_fps=2.0, pad_to
         images = [None] * n if images is None else images
         videos = [None] * n if video is None else video
         if len(images) != n or len(videos) != n:
-            raise ValueError(f"a batch of {n} prompts needs one images list and one video (or None) per prompt; got "
+            raise InputError(f"a batch of {n} prompts needs one images list and one video (or None) per prompt; got "
                              f"{len(images)} and {len(videos)}")
         rows = list(zip(text, images, videos))
     else:
-        raise TypeError(f"text must be a str, a conversation or a non-empty list of those, got {text!r:.80}")
+        raise InputTypeError(f"text must be a str, a conversation or a non-empty list of those, got {text!r:.80}")
     encoded = [_one(tokenizer, item, imgs, vid, video_fps, pixel_bounds) for item, imgs, vid in rows]
     if pad_token_id is None:
         pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
