@@ -44,7 +44,15 @@ def _rotary_cuda(x, cos, sin):
     return out
 
 
+def _visible(x, mask):
+    """x [B, Hkv, S, D] with the slots no query can see zeroed: a NaN left in a stale cache slot must not reach the
+    output through 0 * NaN (zoo_ref reads only up to each row's length). A copy, on the paths that read every
+    slot anyway (SDPA, the CPU bodies); the Triton kernels skip masked keys instead."""
+    return x.masked_fill(~mask.any(-2)[..., None], 0)  # mask [B, 1, T, S] -> [B, 1, S, 1]
+
+
 def _sdpa(q, k, v, mask, scale):
+    k, v = _visible(k, mask), _visible(v, mask)
     n_rep = q.shape[1] // k.shape[1]
     if n_rep > 1:  # the masked memory-efficient kernel has no GQA: repeat kv heads
         k, v = k.repeat_interleave(n_rep, dim=1), v.repeat_interleave(n_rep, dim=1)
@@ -75,7 +83,9 @@ def _attention_cuda(q, k, v, mask, scale):
 
 @torch.library.custom_op("zoo::mla_latent_attention", mutates_args=())
 def mla_latent_attention(q_lat: Tensor, q_pe: Tensor, kv: Tensor, pe: Tensor, mask: Tensor, scale: float) -> Tensor:
-    """Absorbed MLA attention (see zoo_ref.deepseek.latent_attention). Fully masked queries give zeros."""
+    """Absorbed MLA attention (see zoo_ref.deepseek.latent_attention). Fully masked queries give zeros; slots no
+    query sees are never read (zeroed first, see _visible)."""
+    kv, pe = (_visible(x[:, None], mask)[:, 0] for x in (kv, pe))
     return latent_attention(q_lat, q_pe, kv, pe, mask, scale)
 
 

@@ -118,3 +118,20 @@ def test_streamer_sees_the_prompt_then_every_token(models):
         tokens = run(ids, max_new_tokens=6, eos_token_id=[], streamer=streamer)
         assert torch.equal(streamer.puts[0], ids) and streamer.ended
         assert torch.equal(torch.cat(streamer.puts[1:])[None], tokens)
+
+
+def test_nan_in_stale_cache_slots_never_reaches_a_later_call(models):
+    """Slots past every row's length hold NaN (an earlier call's garbage): forward and generate stay finite and
+    equal to the reference, which never reads them."""
+    model, compiled = models
+    for cache in compiled.caches[BATCH]:
+        cache.k[:, :, 12:] = float("nan")
+        cache.v[:, :, 12:] = float("nan")
+    ids = torch.randint(3, 96, (BATCH, 6))
+    with torch.no_grad():
+        ref = model(ids)
+    out = compiled(ids)
+    assert torch.isfinite(out).all() and relative_error(out, ref) < 1e-4
+    tokens, logits = compiled.generate(ids, max_new_tokens=4, eos_token_id=[], return_logits=True)
+    assert torch.isfinite(logits).all()
+    assert torch.equal(tokens, model.generate(ids, max_new_tokens=4, eos_token_id=[]))

@@ -153,3 +153,24 @@ def test_a_second_mla_config_in_the_same_process(models):
             ref = m(x, ref_cache, start)
         assert relative_error(c(x, cache, start), ref) < 1e-4
     assert all(n == 1 for n in zoo.explain(other_compiled).graphs.values())
+
+
+@pytest.mark.parametrize("mode", ["absorb", "naive"])
+def test_nan_in_slots_beyond_the_call_is_never_read(models, mode):
+    """A user's cache with NaN past every row's range: the reference never reads those slots; neither may zoo."""
+    mla, compiled = models
+    cache, ref_cache = mla.new_cache(2, MAX_LEN), mla.new_cache(2, MAX_LEN)
+    for c in (cache, ref_cache):
+        c.kv[:, 10:] = float("nan")
+        c.pe[:, 10:] = float("nan")
+    x = torch.rand(2, 3, 64, generator=torch.Generator().manual_seed(7)).to(DEVICE)
+    start, lens = torch.tensor([4, 0]), torch.tensor([3, 2])
+    with torch.no_grad():
+        ref = mla(x, ref_cache, start, lens, mode=mode)
+    out = compiled(x, cache, start, lens, mode=mode)
+    assert torch.isfinite(out).all() and relative_error(out, ref) < 1e-4
+    one = torch.ones(2, dtype=torch.long)
+    out = compiled(x[:, :1], cache, start + lens, one, mode=mode)  # decode over the same cache
+    with torch.no_grad():
+        ref = mla(x[:, :1], ref_cache, start + lens, one, mode=mode)
+    assert torch.isfinite(out).all() and relative_error(out, ref) < 1e-4
