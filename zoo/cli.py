@@ -170,4 +170,9 @@ def main(argv=None):
     if args.command == "demo":
         from .demo import main as demo_main
         raise SystemExit(0 if demo_main(args.out_dir, args.max_new_tokens) else 1)
-    {"generate": run_generate, "chat": run_chat, "explain": run_explain}[args.command](args)
+    from zoo_ref.errors import ZooError
+    try:
+        {"generate": run_generate, "chat": run_chat, "explain": run_explain}[args.command](args)
+    except ZooError as e:  # a bad argument, config or checkpoint: one line, no traceback
+        print(f"python -m zoo {args.command}: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -42,6 +42,9 @@ def test_generate_text_only_qwen3(tmp_path):
     assert done.returncode == 0 and done.stdout.strip(), done.stderr
     refused = run_cli("generate", "--model", tmp_path, "--prompt", "Hi", "--image", "x.png", "--device", "cpu")
     assert refused.returncode != 0 and "reads text only" in refused.stderr
+    missing = run_cli("generate", "--model", tmp_path / "nope", "--prompt", "Hi", "--device", "cpu")
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert "is not a local checkpoint directory" in missing.stderr
 
 
 def test_chat_keeps_history_over_two_turns(vl_dir, capsys):
