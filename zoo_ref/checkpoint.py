@@ -196,6 +196,19 @@ def resolve_device(device, device_map):
     return None if device is None else torch.device(device)
 
 
+def load_args(dtype, torch_dtype, device, device_map):
+    """from_pretrained's dtype / torch_dtype / device / device_map, checked before any file is read -> (dtype or
+    "auto", device)."""
+    if torch_dtype is not None:
+        if dtype is not None:
+            raise InputError("pass dtype= or torch_dtype=, not both")
+        dtype = torch_dtype
+    device = resolve_device(device, device_map)
+    if dtype != "auto":
+        resolve_dtype(dtype, {})
+    return dtype, device
+
+
 def checkpoint_dir(path) -> Path:
     """A local checkpoint directory; a hub id gets one clear error (zoo never downloads)."""
     p = Path(path)
@@ -225,13 +238,7 @@ class Pretrained:
         """A checkpoint directory (config.json + model.safetensors, or shards with an index) -> model in eval mode.
         dtype: torch.dtype, "bfloat16" and the like, or "auto" (the config's); torch_dtype= is the same argument
         under transformers' older name. device, or device_map="cpu" | "cuda" | "auto"."""
-        if torch_dtype is not None:
-            if dtype is not None:
-                raise InputError("pass dtype= or torch_dtype=, not both")
-            dtype = torch_dtype
-        device = resolve_device(device, device_map)  # the arguments first, then the files
-        if dtype != "auto":
-            resolve_dtype(dtype, {})
+        dtype, device = load_args(dtype, torch_dtype, device, device_map)  # the arguments first, then the files
         path = checkpoint_dir(path)
         raw = read_config(path)
         config = cls.config_class.from_dict(raw)

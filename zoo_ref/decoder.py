@@ -42,7 +42,8 @@ def decoder_config_dict(c: DecoderConfig, model_type: str, architecture: str) ->
     if c.yarn is not None:
         y = c.yarn
         rope.update(rope_type="yarn", factor=y.factor,
-                    original_max_position_embeddings=y.original_max_position_embeddings, beta_fast=y.beta_fast, beta_slow=y.beta_slow, truncate=y.truncate,
+                    original_max_position_embeddings=y.original_max_position_embeddings, beta_fast=y.beta_fast,
+                    beta_slow=y.beta_slow, truncate=y.truncate,
                     **{k: getattr(y, k) for k in ("mscale", "mscale_all_dim", "attention_factor")
                        if getattr(y, k) is not None})
     d = {"model_type": model_type, "architectures": [architecture], "vocab_size": c.vocab_size,

@@ -71,20 +71,9 @@ class MLA(nn.Module):
         sharded safetensors, keys model.layers.{layer}.self_attn.*); only the shards holding that layer are read.
         dtype / torch_dtype / device / device_map as the models' from_pretrained. The weights must be bf16, fp16
         or fp32: an FP8 release (with weight_scale_inv tensors) has to be dequantized first."""
-        from ..checkpoint import (
-            _headers,
-            build_pretrained,
-            checkpoint_dir,
-            read_config,
-            resolve_device,
-            resolve_dtype,
-            weight_files,
-        )
-        if torch_dtype is not None:
-            if dtype is not None:
-                raise InputError("pass dtype= or torch_dtype=, not both")
-            dtype = torch_dtype
-        device = resolve_device(device, device_map)
+        from ..checkpoint import _headers, build_pretrained, checkpoint_dir, load_args, read_config, resolve_dtype
+        from ..checkpoint import weight_files
+        dtype, device = load_args(dtype, torch_dtype, device, device_map)
         path = checkpoint_dir(path)
         raw = read_config(path)
         n_layers = raw.get("num_hidden_layers")
