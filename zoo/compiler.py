@@ -38,7 +38,6 @@ class Compiler:
     def __init__(self, passes=("attention", "rope", "linears")):
         self.manager = ZooPassManager(passes)
         self.graphs = Counter()  # function name -> graphs compiled (1 = never recompiled)
-        self.seconds = Counter()  # function name -> seconds spent in Inductor
 
     def __call__(self, fn, name: str, dynamic=False):
         def backend(gm, example_inputs):
@@ -57,7 +56,6 @@ class Compiler:
                 self.manager.rollback(mark)
                 raise
             self.graphs[name] += 1
-            self.seconds[name] += time.perf_counter() - start
             log.info("zoo: compiled %s (graph %d) in %.1f s", name, self.graphs[name], time.perf_counter() - start)
             return compiled
         compiled = torch.compile(_own_code(fn, name), backend=backend, fullgraph=True, dynamic=dynamic)

@@ -13,7 +13,6 @@ from .runtime import CompiledDecoder
 class CompiledQwen3VL(CompiledDecoder):
     def __init__(self, model, *args, **kwargs):
         self._layouts, self._vision_inputs = {}, {}  # per distinct image/video grids
-        self._vision = None
         super().__init__(model, *args, **kwargs)
         self._vision = self.compiler(model.model.visual.encode, "vision", dynamic=True)
 

@@ -128,7 +128,8 @@ class CompiledDecoder:
                     self._prefill_fn(self.caches[b], x, pos, levels, key_valid, torch.arange(t, device=self.device),
                                      all_logits)
                 self._decode_fn(self.caches[b], decode_state(b, self.max_len, self.text.vocab_size, self.device))
-                self._record_extra()
+        with torch.no_grad(), self.compiler.manager.record_call_sites():
+            self._record_extra()  # bodies whose layouts do not depend on the batch bucket: once
 
     def _record_extra(self):
         """Other compiled bodies a model has (Qwen3-VL: the vision encoder)."""
