@@ -18,12 +18,13 @@ from .attention import attention_replacements
 from .linears import merge_sibling_mms
 from .patterns import record_call_sites, site_of
 from .rope import pair_qk, rope_replacements
+from .windows import attend_by_window, masks_left
 
 PASSES = {"attention": attention_replacements, "rope": rope_replacements,
           "linears": lambda: []}  # not a pattern: merges mm's whose weights zoo packed (see linears.py)
 _ROOT = Path(__file__).resolve().parents[1]
 _FILES = tuple(str(p) for p in [*sorted((_ROOT / "compile_passes").glob("*.py")), _ROOT / "zoo_ref/layers.py",
-                                _ROOT / "zoo_ref/deepseek/mla.py", _ROOT / "compile_passes/ops.py"])
+                                _ROOT / "zoo_ref/decoder.py", _ROOT / "zoo_ref/deepseek/mla.py"])
 
 
 class ZooPassManager(CustomGraphPass):
@@ -47,6 +48,11 @@ class ZooPassManager(CustomGraphPass):
             counts[rep.name] = rep.apply(graph)
             if rep.name != "rope":
                 self.sites.update((rep.name, site) for site in rep.replaced_sites)
+        if "attention" in self.names:  # attention over a token window: the window replaces the mask
+            windowed = attend_by_window(graph)
+            counts["attention_window"] = len(windowed)
+            self.sites.update(("attention_window", site_of(n)) for n in windowed)
+        counts["masks_built"] = masks_left(graph)  # window masks still materialized (0 once attention ran)
         if "rope" in self.names:
             counts["rope"] = pair_qk(graph)  # q+k pairs fused into one in-place kernel
             counts["rope_unpaired"] = sum(n.target is torch.ops.zoo.rotary.default for n in graph.nodes)

@@ -57,28 +57,21 @@ def _sdpa(q, k, v, mask, scale):
     if n_rep > 1:  # the masked memory-efficient kernel has no GQA: repeat kv heads
         k, v = k.repeat_interleave(n_rep, dim=1), v.repeat_interleave(n_rep, dim=1)
     out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
-    return torch.where(mask.any(-1, keepdim=True), out, 0).contiguous()  # no visible key: zeros, as zoo_ref
+    return torch.where(mask.any(-1, keepdim=True), out, 0)  # no visible key: zeros, as zoo_ref
 
 
 @torch.library.custom_op("zoo::attention", mutates_args=())
 def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float) -> Tensor:
     """Masked GQA softmax attention: q [B, H, T, D], k/v [B, Hkv, S, D(v)], mask bool [B, 1, T, S] ->
-    [B, H, T, Dv] (zoo_ref.layers.attention). CPU: SDPA; CUDA: a split-K decode kernel for short query
-    runs, SDPA (flash / memory-efficient) otherwise."""
-    return _sdpa(q, k, v, mask, scale)
+    [B, H, T, Dv] with [B, T, H, Dv] memory (zoo_ref.layers.attention) through SDPA's fused kernels. Text decoders
+    never run it: their masks come from a token window, and windows.attend_by_window swaps it out."""
+    out = _sdpa(q, k, v, mask, scale)
+    return out.transpose(1, 2).contiguous().transpose(1, 2)
 
 
 @attention.register_fake
 def _(q, k, v, mask, scale):
-    return q.new_empty(*q.shape[:-1], v.shape[-1])
-
-
-@attention.register_kernel("cuda")
-def _attention_cuda(q, k, v, mask, scale):
-    if q.shape[2] <= 4 and q.shape[-1] == v.shape[-1] <= 256 and q.shape[1] % k.shape[1] == 0:
-        from .kernels.gqa_decode import gqa_decode_triton
-        return gqa_decode_triton(q, k, v, mask, scale)
-    return _sdpa(q, k, v, mask, scale)
+    return q.new_empty(q.shape[0], q.shape[2], q.shape[1], v.shape[-1]).transpose(1, 2)
 
 
 @torch.library.custom_op("zoo::mla_latent_attention", mutates_args=())

@@ -12,8 +12,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from compile_passes.windows import prompt_mask, window_mask
 from zoo_ref.causal_lm import CausalLM
-from zoo_ref.decoder import causal_mask, new_caches
+from zoo_ref.decoder import new_caches, token_window
 from zoo_ref.errors import InputError
 from zoo_ref.generation import decode_loop, generation_setup
 from zoo_ref.inputs import check_count, check_tokens
@@ -34,9 +35,9 @@ class Prompt(NamedTuple):
     x: torch.Tensor           # [bucket, T, hidden] embeddings
     positions: torch.Tensor   # the rotary module's positions ([bucket, T] or [3, bucket, T])
     levels: torch.Tensor      # [levels, bucket, T, hidden] deepstack features (0 levels for text models)
-    key_valid: torch.Tensor   # bool [bucket, max_len]
+    key_start: torch.Tensor   # [bucket] each row's tokens fill cache slots [key_start, key_end)
+    key_end: torch.Tensor     # [bucket]
     next_pos: torch.Tensor    # [B] each real row's next position
-    slots: torch.Tensor       # [T] cache slots of the prompt
 
 
 def decode_state(batch, max_len, vocab, device):
@@ -46,8 +47,7 @@ def decode_state(batch, max_len, vocab, device):
         return torch.zeros(shape, dtype=dtype, device=device)
     params = {f: getattr(DEFAULTS, f).expand(batch).to(device) for f in SamplingParams.FIELDS}
     return StaticBuffers(tokens=zeros(batch), positions=zeros(batch), slot=zeros(1), step=zeros(1),
-                         key_valid=zeros(batch, max_len, dtype=torch.bool), seen=zeros(batch, vocab, dtype=torch.bool),
-                         **params)
+                         key_start=zeros(batch), seen=zeros(batch, vocab, dtype=torch.bool), **params)
 
 
 def params_of(state) -> SamplingParams:
@@ -66,6 +66,20 @@ def keep_threshold_op(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Te
 @keep_threshold_op.register_fake
 def _(logits, top_k, top_p):
     return logits.new_empty(logits.shape[0], 1)
+
+
+class PromptSlots(nn.Module):
+    """A static cache as a prompt written from slot 0 sees it: `update` writes the prompt's K/V and returns only
+    its slots [0, T), so prefill attention never touches the rest of the buffer."""
+
+    def __init__(self, cache):
+        super().__init__()
+        self.cache = cache
+
+    def update(self, pos, k, v):
+        self.cache.update(pos, k, v)
+        t = k.shape[2]
+        return self.cache.k[:, :, :t], self.cache.v[:, :, :t]
 
 
 @register(CausalLM)
@@ -87,6 +101,7 @@ class CompiledDecoder:
         self.buckets = sorted({b for b in (1, 2, 4, 8, 16, 32, 64, 128) if b < max_batch_size} | {max_batch_size})
         full = new_caches(c, max_batch_size, max_seq_len, self.dtype, self.device)
         self.caches = {b: nn.ModuleList(type(x).over(x.k[:b], x.v[:b]) for x in full) for b in self.buckets}
+        self.prompt_caches = {b: nn.ModuleList(PromptSlots(x) for x in caches) for b, caches in self.caches.items()}
         self.states = {}  # bucket -> decode state, made when the bucket is first used
         self.banned = torch.tensor(model.banned_token_ids, dtype=torch.long, device=self.device)
         self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
@@ -95,15 +110,19 @@ class CompiledDecoder:
         self._register_patterns()
 
     # ------------------------------------------------------------------ graph bodies (zoo_ref math)
-    def _prefill_fn(self, caches, x, positions, deepstack, key_valid, slots, all_logits: bool):
-        h = self.model.decoder(x, positions, causal_mask(key_valid, slots), deepstack.unbind(0), caches, slots)
+    # The mask is the reference's, built from each row's token window by zoo ops that the attention pass
+    # recognizes: it swaps in attention over the window itself, so the mask is never materialized.
+    def _prefill_fn(self, caches, x, positions, deepstack, key_start, key_end, all_logits: bool):
+        t = x.shape[1]
+        slots = torch.arange(t, device=x.device)
+        mask = prompt_mask(key_start, key_end, t)
+        h = self.model.decoder(x, positions, mask, deepstack.unbind(0), caches, slots)
         return self.model.lm_head(h if all_logits else h[:, -1])
 
     def _decode_fn(self, caches, state):
         x = self.model.decoder.embed_tokens(state.tokens[:, None])
-        state.key_valid.index_fill_(1, state.slot, True)
-        logits = self.model.decode_hidden(x, self.model.decode_positions(state.positions),
-                                          causal_mask(state.key_valid, state.slot), caches=caches,
+        mask = window_mask(state.key_start, (state.slot + 1).expand_as(state.key_start), state.slot, self.max_len)
+        logits = self.model.decode_hidden(x, self.model.decode_positions(state.positions), mask, caches=caches,
                                           cache_pos=state.slot)[:, -1]
         token = sample_next(logits, state.seen, params_of(state), state.step, self.banned, keep_threshold_op)
         state.seen.scatter_(1, token[:, None], True)
@@ -121,12 +140,11 @@ class CompiledDecoder:
                 t = 3
                 x = torch.zeros(b, t, self.text.hidden_size, dtype=self.dtype, device=self.device)
                 levels = torch.zeros(self._levels(), *x.shape, dtype=self.dtype, device=self.device)
-                key_valid = torch.ones(b, self.max_len, dtype=torch.bool, device=self.device)
+                start = torch.zeros(b, dtype=torch.long, device=self.device)
                 pos, _ = self.model.rope_positions(torch.zeros(b, t, dtype=torch.long, device=self.device),
-                                                   key_valid[:, :t])
+                                                   torch.ones(b, t, dtype=torch.bool, device=self.device))
                 for all_logits in (False, True):
-                    self._prefill_fn(self.caches[b], x, pos, levels, key_valid, torch.arange(t, device=self.device),
-                                     all_logits)
+                    self._prefill_fn(self.prompt_caches[b], x, pos, levels, start, start + t, all_logits)
                 self._decode_fn(self.caches[b], decode_state(b, self.max_len, self.text.vocab_size, self.device))
         with torch.no_grad(), self.compiler.manager.record_call_sites():
             self._record_extra()  # bodies whose layouts do not depend on the batch bucket: once
@@ -168,10 +186,9 @@ class CompiledDecoder:
         x = torch.cat([x, x.new_zeros(pad, t, x.shape[-1])])
         dummy_pos, _ = self.model.rope_positions(input_ids.new_zeros(pad, t), valid.new_ones(pad, t))
         positions = torch.cat([positions, dummy_pos], dim=-2)  # batch is the second-to-last dim
-        key_valid = torch.zeros(bucket, self.max_len, dtype=torch.bool, device=x.device)
-        key_valid[:, :t] = torch.cat([valid, valid.new_ones(pad, t)])
+        key_start, key_end = token_window(torch.cat([valid, valid.new_ones(pad, t)]))
         ids = torch.cat([input_ids, input_ids.new_zeros(pad, t)])
-        return Prompt(bucket, ids, x, positions, levels, key_valid, next_pos, torch.arange(t, device=x.device))
+        return Prompt(bucket, ids, x, positions, levels, key_start, key_end, next_pos)
 
     def _prefill(self, bucket, all_logits):
         key = (bucket, all_logits)
@@ -195,7 +212,8 @@ class CompiledDecoder:
         self.packed.check()
         b, t = input_ids.shape
         p = self._prepare(input_ids, valid, 0, inputs)
-        logits = self._prefill(p.bucket, True)(self.caches[p.bucket], p.x, p.positions, p.levels, p.key_valid, p.slots)
+        logits = self._prefill(p.bucket, True)(self.prompt_caches[p.bucket], p.x, p.positions, p.levels, p.key_start,
+                                               p.key_end)
         return logits[:b, -t:]
 
     forward = __call__
@@ -212,12 +230,15 @@ class CompiledDecoder:
         b = input_ids.shape[0]
         p = self._prepare(input_ids, valid, max_new_tokens, inputs)
         bucket, t = p.bucket, p.ids.shape[1]
-        logits = self._prefill(bucket, False)(self.caches[bucket], p.x, p.positions, p.levels, p.key_valid, p.slots)
+        logits = self._prefill(bucket, False)(self.prompt_caches[bucket], p.x, p.positions, p.levels, p.key_start,
+                                              p.key_end)
         step = self._decoder(bucket)
 
         state = self.states[bucket]
-        state.key_valid.copy_(p.key_valid)
-        state.seen.copy_(seen_tokens(p.ids, p.key_valid[:, :t], self.text.vocab_size))
+        state.key_start.copy_(p.key_start)
+        slots = torch.arange(t, device=self.device)
+        state.seen.copy_(seen_tokens(p.ids, (slots >= p.key_start[:, None]) & (slots < p.key_end[:, None]),
+                                     self.text.vocab_size))
         for f in SamplingParams.FIELDS:  # padding rows run greedy
             getattr(state, f).copy_(getattr(DEFAULTS, f).expand(bucket))
             getattr(state, f)[:b] = getattr(params, f)

@@ -91,10 +91,29 @@ def decoder_fields(d: dict, where: str, *, head_dim=None, qkv_bias=None, qk_norm
 
 
 def causal_mask(key_valid, query_slots):
-    """key_valid: bool [B, S]; query_slots: [T] cache slot of each query -> bool [B, 1, T, S]."""
+    """key_valid: bool [B, S]; query_slots: [T] cache slot of each query -> bool [B, 1, T, S].
+    A query sees the valid keys up to its own slot; a padding query (its own slot not valid) sees nothing."""
     s = key_valid.shape[1]
     causal = torch.arange(s, device=key_valid.device)[None, :] <= query_slots[:, None]  # [T, S]
-    return key_valid[:, None, None, :] & causal[None, None]
+    query_valid = key_valid[:, query_slots]  # [B, T]
+    return key_valid[:, None, None, :] & causal[None, None] & query_valid[:, None, :, None]
+
+
+def token_window(valid):
+    """valid: bool [B, S], each row one run of True (left or right padding around it) -> (start, end) [B]:
+    row b's tokens fill slots [start[b], end[b])."""
+    slots = torch.arange(valid.shape[1], device=valid.device)
+    start = torch.where(valid, slots, valid.shape[1]).amin(-1)
+    return start, torch.where(valid, slots + 1, 0).amax(-1)
+
+
+def window_mask(key_start, key_end, query_slots, size: int):
+    """causal_mask of rows given by their windows (token_window): bool [B, 1, T, size].
+    key_start/key_end: [B]; query_slots: [T]. Equal to causal_mask(valid, query_slots) for valid's windows."""
+    start, end = key_start[:, None, None], key_end[:, None, None]       # [B, 1, 1]
+    q = query_slots[None, :, None]                                      # [1, T, 1]
+    j = torch.arange(size, device=query_slots.device)[None, None, :]    # [1, 1, S]
+    return ((j >= start) & (j <= q) & (q >= start) & (q < end))[:, None]
 
 
 class KVCache(nn.Module):

@@ -2,10 +2,12 @@
 for type, shape, dtype, range and consistency before anything is computed or written. Errors are InputError /
 InputTypeError (ValueError / TypeError) naming the argument, what was expected and what came.
 
-Semantics (the reference defines them, the compiled path matches): batches are left-padded; a row needs at least one
-valid token; generate refuses right padding (new tokens follow each row's last token, which must be the last
-column); attention_mask holds 0/1 only. Inside a user's own torch.compile of a reference model, the value checks
-(which read the tensors) are skipped and the shape and type checks stay; zoo.compile checks before its graphs."""
+Semantics (the reference defines them, the compiled path matches): a row needs at least one valid token, and its
+tokens are one run (padding only before and/or after it, no holes: the compiled path attends by each row's window);
+a padding position attends to nothing (zeros before the output projection); generate refuses right padding (new
+tokens follow each row's last token, which must be the last column); attention_mask holds 0/1 only. Inside a user's
+own torch.compile of a reference model, the value checks (which read the tensors) are skipped and the shape and type
+checks stay; zoo.compile checks before its graphs."""
 import torch
 
 from .errors import InputError, InputTypeError
@@ -43,13 +45,18 @@ def check_tokens(input_ids, attention_mask, vocab_size: int, generating: bool = 
     valid = attention_mask.bool()
     if not values:
         return valid
+    runs = valid[:, 0].long() + (valid[:, 1:] & ~valid[:, :-1]).sum(-1)  # runs of 1s per row
     flags = torch.stack([((attention_mask != 0) & (attention_mask != 1)).any(), (~valid.any(-1)).any(),
-                         (~valid[:, -1]).any()]).tolist()
+                         (~valid[:, -1]).any(), (runs > 1).any()]).tolist()
     if flags[0]:
         raise InputError("attention_mask must hold only 0 (padding) and 1 (token)")
     if flags[1]:
         rows = torch.nonzero(~valid.any(-1)).flatten().tolist()
         raise InputError(f"attention_mask rows {rows} have no valid token: every row needs at least one")
+    if flags[3]:
+        rows = torch.nonzero(runs > 1).flatten().tolist()
+        raise InputError(f"attention_mask rows {rows} have holes: each row must be one run of 1s with padding "
+                         "(0s) only before and/or after it")
     if generating and flags[2]:
         rows = torch.nonzero(~valid[:, -1]).flatten().tolist()
         raise InputError(f"attention_mask rows {rows} are right-padded: generate needs left padding (each row's "

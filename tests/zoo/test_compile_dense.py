@@ -63,6 +63,8 @@ def test_every_site_replaced_and_prompt_lengths_share_one_graph(models):
     for name, counts in report.per_graph:
         assert counts["attention"] == counts["rope"] == layers and counts["rope_unpaired"] == 0, (name, counts)
         assert counts["linears"] == 2 * layers, (name, counts)  # q/k/v (with Qwen2's biases) and gate/up
+        # every attention site takes its rows' windows: no [B, 1, T, S] mask is built
+        assert counts["attention_window"] == layers and counts["masks_built"] == 0, (name, counts)
     assert {name for name, _ in report.per_graph} >= {f"prefill[b={BATCH}]", f"decode[b={BATCH}]"}
 
 

@@ -1,0 +1,134 @@
+"""Cost follows work: Qwen3-VL-2B text path (random weights, real config, bf16) at long contexts, peers in one run.
+
+  python bench/long_context.py                        # H100: the issue-9 rows
+  python bench/long_context.py --device cpu --tiny    # CPU: max_seq_len 16384 vs 256 on a tiny model
+
+Rows: TTFT of a short prompt and decode tok/s with a small and a large static cache (same work: the times should
+match); prefill (TTFT) of 8192 and 30,000 tokens beside transformers eager (SDPA); decode tok/s at 8192 and
+30,000 tokens of context. Floors: prefill FLOPs (2 * non-embedding params * T + causal attention 2 * T^2 * H * D
+per layer) at the measured bf16 matmul rate; decode bytes (weights once, plus the K/V of the context) at the
+measured copy rate. Decode tok/s = (N - 1) / (t(N new tokens) - t(1 new token)).
+"""
+import argparse
+import json
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+import transformers
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import zoo  # noqa: E402
+from bench.qwen3_vl import CONFIG_2B, hf_generate, sync, timed  # noqa: E402
+from bench.report import save_report  # noqa: E402
+from zoo_ref.qwen3_vl import Qwen3VLConfig, Qwen3VLForConditionalGeneration  # noqa: E402
+from zoo_ref.qwen3_vl.tiny import randomize_, tiny_config_dict  # noqa: E402
+
+
+def rates(device):
+    """(bf16 matmul FLOP/s, copy bytes/s) measured here; None on the CPU."""
+    if device.type != "cuda":
+        return None, None
+    import triton
+    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    flops = 2 * 8192 ** 3 / (triton.testing.do_bench(lambda: a @ a, return_mode="median") * 1e-3)
+    x = torch.empty(1 << 28, device=device, dtype=torch.bfloat16)
+    y = torch.empty_like(x)
+    bandwidth = 4 * x.numel() / (triton.testing.do_bench(lambda: y.copy_(x), return_mode="median") * 1e-3)
+    return flops, bandwidth
+
+
+def floors(model, flops, bandwidth):
+    c = model.config.text
+    params = sum(p.numel() for n, p in model.named_parameters() if "visual" not in n and "embed_tokens" not in n)
+    weight_bytes = 2 * sum(p.numel() for n, p in model.named_parameters() if "visual" not in n)  # tied lm_head once
+
+    def prefill_ms(t):
+        return (2 * params * t + c.num_hidden_layers * 2 * t * t * c.num_attention_heads * c.head_dim) / flops * 1e3
+
+    def decode_tok_s(context):
+        kv = 2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim * 2 * context
+        return bandwidth / (weight_bytes + kv)
+    return prefill_ms, decode_tok_s
+
+
+def decode_rate(run, n, device):
+    t1, tn = timed(lambda: run(1), device), timed(lambda: run(n), device)
+    return (n - 1) / max(tn - t1, 1e-9), t1
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--tiny", action="store_true")
+    p.add_argument("--out", default="bench/out")
+    p.add_argument("--parts", default="buffers,long")
+    args = p.parse_args(argv)
+    device, parts = torch.device(args.device), set(args.parts.split(","))
+    cfg = tiny_config_dict(vocab_size=1024) if args.tiny else json.loads(CONFIG_2B.read_text())
+    small, big, short = (256, 16384, 32) if args.tiny else (1024, 32768, 128)
+    long_prompts = (2048, 8000) if args.tiny else (8192, 30000)
+    n_new = 16 if args.tiny else 64
+    torch.manual_seed(0)
+    with torch.device(device):
+        hf = transformers.Qwen3VLForConditionalGeneration(transformers.Qwen3VLConfig(**cfg)).to(torch.bfloat16).eval()
+        ours = Qwen3VLForConditionalGeneration(Qwen3VLConfig.from_dict(cfg)).to(torch.bfloat16).eval()
+    if args.tiny:
+        randomize_(hf)
+    ours.load_state_dict(hf.state_dict())
+    flops, bandwidth = rates(device)
+    prefill_floor, decode_floor = floors(ours, flops, bandwidth) if flops else (None, None)
+    results, notes = {}, {"measured bf16 matmul TFLOP/s": flops and flops / 1e12,
+                          "measured copy GB/s": bandwidth and bandwidth / 1e9}
+    compiled = {}
+    for size in (small, big) if "buffers" in parts else (big,):
+        start = time.perf_counter()
+        compiled[size] = zoo.compile(ours, max_batch_size=1, max_seq_len=size)
+        ids = torch.randint(10, 1000, (1, short), device=device)
+        compiled[size].generate(ids, max_new_tokens=2, eos_token_id=[])
+        sync(device)
+        notes[f"cold start max_seq_len {size}: zoo.compile + first generate s"] = time.perf_counter() - start
+        print(notes, flush=True)
+    with torch.no_grad():
+        if "buffers" in parts:
+            ids = torch.randint(10, 1000, (1, short), device=device)
+            for size, c in compiled.items():
+                rate, ttft = decode_rate(lambda n, c=c: c.generate(ids, max_new_tokens=n, eos_token_id=[]), n_new,
+                                         device)
+                results[f"max_seq_len {size}: TTFT {short}-token prompt (ms)"] = {"zoo": ttft * 1e3}
+                results[f"max_seq_len {size}: decode tok/s, prompt {short}"] = {"zoo": rate}
+                results[f"max_seq_len {size}: forward {short} tokens (ms)"] = {
+                    "zoo": timed(lambda c=c: c(ids), device) * 1e3}
+                print(results, flush=True)
+        if "long" in parts:
+            c = compiled[big]
+            for t in long_prompts:
+                ids = torch.randint(10, 1000, (1, t), device=device)
+                row = {"zoo": timed(lambda: c.generate(ids, max_new_tokens=1, eos_token_id=[]), device) * 1e3,
+                       "hf_eager": timed(lambda: hf_generate(hf, ids, 1, static=False), device) * 1e3}
+                if prefill_floor:
+                    row["floor"] = prefill_floor(t)
+                    row["zoo % of floor"] = 100 * row["floor"] / row["zoo"]
+                results[f"prefill {t} tokens, TTFT (ms)"] = row
+                rate, _ = decode_rate(lambda n: c.generate(ids, max_new_tokens=n, eos_token_id=[]), n_new // 2,
+                                      device)
+                row = {"zoo": rate}
+                if decode_floor:
+                    row["floor"] = decode_floor(t)
+                    row["zoo % of floor"] = 100 * rate / row["floor"]
+                results[f"decode tok/s at {t} context"] = row
+                print(results, flush=True)
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    head = (f"Qwen3-VL {'tiny' if args.tiny else '2B'} text path (random weights), bf16, {date.today()}, {gpu}, "
+            f"torch {torch.__version__}, transformers {transformers.__version__}")
+    lines = [head, ""] + [f"- {m}: " + ", ".join(f"{k} {v:.2f}" for k, v in row.items()) for m, row in results.items()]
+    lines += [f"- {k}: {v:.4g}" for k, v in notes.items() if v is not None]
+    lines += ["", "zoo.explain (largest buffer):", str(zoo.explain(compiled[big]))]
+    save_report(args.out, "long_context" + ("_tiny" if args.tiny else ""), "\n".join(lines),
+                {"header": head, "results": results, "notes": notes})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""Attention driven by structure: each row's token window instead of a mask over the static cache.
+
+The runtime describes a step by each row's window (its tokens fill slots [key_start, key_end)) and the query
+slots, and builds the reference's mask from it through `zoo::window_mask` (decode: queries at `query_slots` over
+the whole static cache) or `zoo::prompt_mask` (a prompt written from slot 0: T queries over its T slots). These
+ops compute exactly zoo_ref's `window_mask`, so an uncompiled or unrewritten graph runs the oracle's math.
+
+`attend_by_window` then rewrites every `zoo::attention(q, k, v, <window or prompt mask>, scale)` into
+`zoo::window_attention` / `zoo::prompt_attention`, which take the window itself; the mask ops lose their users and
+are erased, so no [B, 1, T, S] mask is built or read:
+- decode (T <= 4) on CUDA: a split-K Triton kernel (kernels/gqa_decode.py) that loops over each row's visible
+  keys only, its splits sized on the device from the window (CUDA-graph safe, no host sync);
+- prompts on CUDA (bf16/fp16): FlashAttention varlen over the packed prompt, each row cut into three causal
+  segments (padding before, tokens, padding after), the padding queries' outputs zeroed; GQA without copies;
+- CPU, and what the kernels do not cover (fp32 prompts on CUDA): the reference's masked softmax over the used slots.
+A query outside its row's window (a padding query) gives zeros, as in zoo_ref.
+"""
+import inspect
+
+import torch
+from torch import Tensor
+
+from zoo_ref.decoder import window_mask as _window_mask
+
+from .ops import _sdpa
+
+
+def _bthd(out):
+    """[B, H, T, D] with [B, T, H, D] memory: what the output projection reads without a copy."""
+    return out.transpose(1, 2).contiguous().transpose(1, 2)
+
+
+def _empty_bthd(q, dv):
+    b, h, t, _ = q.shape
+    return q.new_empty(b, t, h, dv).transpose(1, 2)
+
+
+@torch.library.custom_op("zoo::window_mask", mutates_args=())
+def window_mask(key_start: Tensor, key_end: Tensor, query_slots: Tensor, size: int) -> Tensor:
+    """zoo_ref.decoder.window_mask: bool [B, 1, T, size]."""
+    return _window_mask(key_start, key_end, query_slots, size)
+
+
+@window_mask.register_fake
+def _(key_start, key_end, query_slots, size):
+    return key_start.new_empty(key_start.shape[0], 1, query_slots.shape[0], size, dtype=torch.bool)
+
+
+@torch.library.custom_op("zoo::prompt_mask", mutates_args=())
+def prompt_mask(key_start: Tensor, key_end: Tensor, size: int) -> Tensor:
+    """The mask of a prompt written from slot 0: `size` queries at slots 0..size-1 over those slots."""
+    return _window_mask(key_start, key_end, torch.arange(size, device=key_start.device), size)
+
+
+@prompt_mask.register_fake
+def _(key_start, key_end, size):
+    return key_start.new_empty(key_start.shape[0], 1, size, size, dtype=torch.bool)
+
+
+def _masked(q, k, v, mask, scale):
+    return _bthd(_sdpa(q, k, v, mask, scale))
+
+
+@torch.library.custom_op("zoo::window_attention", mutates_args=())
+def window_attention(q: Tensor, k: Tensor, v: Tensor, key_start: Tensor, key_end: Tensor, query_slots: Tensor,
+                     scale: float) -> Tensor:
+    """attention(q, k, v, window_mask(key_start, key_end, query_slots, S), scale) reading only the slots below the
+    last visible key. q [B, H, T, D], k/v [B, Hkv, S, D] (the static cache) -> [B, H, T, Dv]."""
+    return _window_dense(q, k, v, key_start, key_end, query_slots, scale)
+
+
+def _window_dense(q, k, v, key_start, key_end, query_slots, scale):
+    """The reference's masked softmax over the slots below the last visible key (one host read for that bound:
+    the CPU body, and on CUDA only what the decode kernel does not cover, which the runtime never runs)."""
+    n = max(1, int(torch.minimum(key_end.max(), query_slots.max() + 1)))
+    k, v = k[:, :, :n], v[:, :, :n]
+    return _masked(q, k, v, _window_mask(key_start, key_end, query_slots, n), scale)
+
+
+@window_attention.register_fake
+def _(q, k, v, key_start, key_end, query_slots, scale):
+    return _empty_bthd(q, v.shape[-1])
+
+
+@window_attention.register_kernel("cuda")
+def _window_attention_cuda(q, k, v, key_start, key_end, query_slots, scale):
+    if q.shape[2] <= 4 and q.shape[-1] == v.shape[-1] <= 256 and q.shape[1] % k.shape[1] == 0:
+        from .kernels.gqa_decode import gqa_window_decode_triton
+        return gqa_window_decode_triton(q, k, v, key_start, key_end, query_slots, scale)
+    return _window_dense(q, k, v, key_start, key_end, query_slots, scale)
+
+
+@torch.library.custom_op("zoo::prompt_attention", mutates_args=())
+def prompt_attention(q: Tensor, k: Tensor, v: Tensor, key_start: Tensor, key_end: Tensor, scale: float) -> Tensor:
+    """attention(q, k, v, prompt_mask(key_start, key_end, T), scale): q [B, H, T, D], k/v [B, Hkv, T, D] (a prompt's
+    own slots) -> [B, H, T, Dv]."""
+    t = q.shape[2]
+    return _masked(q, k, v, _window_mask(key_start, key_end, torch.arange(t, device=q.device), t), scale)
+
+
+@prompt_attention.register_fake
+def _(q, k, v, key_start, key_end, scale):
+    return _empty_bthd(q, v.shape[-1])
+
+
+@prompt_attention.register_kernel("cuda")
+def _prompt_attention_cuda(q, k, v, key_start, key_end, scale):
+    b, h, t, d = q.shape
+    if q.dtype not in (torch.float16, torch.bfloat16) or d != v.shape[-1] or d > 256 or h % k.shape[1]:
+        return _masked(q, k, v, _window_mask(key_start, key_end, torch.arange(t, device=q.device), t), scale)
+    # Pack the rows ([B, T] -> B*T tokens) and cut each into three causal segments: padding before its window,
+    # its tokens, padding after. Every token segment attends causally to itself only; padding segments compute
+    # garbage that is zeroed below. q is a transposed view of [B, T, H, D]: packing it is free; k/v are cache
+    # slots ([B, Hkv, T, D]): one copy of the prompt's keys, linear in its length.
+    row = torch.arange(b, device=q.device)[:, None] * t
+    cu = torch.cat([(row + torch.stack([torch.zeros_like(key_start), key_start, key_end], 1)).flatten(),
+                    row.new_full((1,), b * t)]).to(torch.int32)
+    pack = lambda x: x.transpose(1, 2).reshape(b * t, x.shape[1], x.shape[-1])
+    out = flash_varlen_causal(pack(q), pack(k), pack(v), cu, t, scale).view(b, t, h, d)
+    slots = torch.arange(t, device=q.device)
+    inside = (slots >= key_start[:, None]) & (slots < key_end[:, None])  # [B, T]
+    return torch.where(inside[:, :, None, None], out, 0).transpose(1, 2)
+
+
+def flash_varlen_causal(q, k, v, cu_seqlens, max_len, scale):
+    """torch's FlashAttention varlen (causal, GQA in the kernel) across the spellings of torch 2.11 - 2.13."""
+    from torch.nn.attention.varlen import varlen_attn
+    params = inspect.signature(varlen_attn).parameters
+    kwargs = {}
+    if "window_size" in params:
+        kwargs["window_size"] = (-1, 0)
+    else:
+        kwargs["is_causal"] = True
+    if "enable_gqa" in params:
+        kwargs["enable_gqa"] = q.shape[1] != k.shape[1]
+    if "scale" in params:
+        kwargs["scale"] = scale
+    elif abs(scale - q.shape[-1] ** -0.5) > 1e-12:
+        q = q * (scale * q.shape[-1] ** 0.5)
+    return varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_len, max_len, **kwargs)
+
+
+def attend_by_window(graph: torch.fx.Graph) -> list:
+    """zoo::attention over a window/prompt mask -> zoo::window_attention / zoo::prompt_attention; masks left
+    without users are erased. Returns the new nodes."""
+    mask_ops = {torch.ops.zoo.window_mask.default: torch.ops.zoo.window_attention.default,
+                torch.ops.zoo.prompt_mask.default: torch.ops.zoo.prompt_attention.default}
+    rewritten = []
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target is not torch.ops.zoo.attention.default:
+            continue
+        q, k, v, mask, scale = node.args
+        if not isinstance(mask, torch.fx.Node) or mask.target not in mask_ops:
+            continue
+        window = mask.args[:3] if mask.target is torch.ops.zoo.window_mask.default else mask.args[:2]
+        with graph.inserting_before(node):
+            new = graph.call_function(mask_ops[mask.target], (q, k, v, *window, scale))
+        # same output (shape, dtype, strides) and layer; not the old call's recorded inputs (eager_input_vals)
+        new.meta.update({key: node.meta[key] for key in ("val", "nn_module_stack", "stack_trace") if key in node.meta})
+        node.replace_all_uses_with(new)
+        graph.erase_node(node)
+        rewritten.append(new)
+    for node in list(graph.nodes):
+        if node.op == "call_function" and node.target in mask_ops and not node.users:
+            graph.erase_node(node)
+    return rewritten
+
+
+def masks_left(graph: torch.fx.Graph) -> int:
+    """Window/prompt masks still built in the graph (an attention site the rewrite did not reach)."""
+    return sum(n.op == "call_function" and n.target in (torch.ops.zoo.window_mask.default,
+                                                        torch.ops.zoo.prompt_mask.default) for n in graph.nodes)

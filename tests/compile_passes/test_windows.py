@@ -1,0 +1,105 @@
+"""Attention by token window (compile_passes/windows.py): the window ops equal zoo_ref's masked attention over
+causal_mask, never read a slot no query sees (those hold NaN here), and the rewrite leaves no mask in the graph."""
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from compile_passes import ZooPassManager
+from compile_passes.windows import attend_by_window, masks_left, prompt_mask, window_mask
+from zoo_ref.decoder import causal_mask, token_window
+from zoo_ref.layers import attention
+
+
+@st.composite
+def windows(draw, s_max=40):
+    """Rows as one run of valid slots each, padding on either side: valid bool [B, S]."""
+    b, s = draw(st.integers(1, 4)), draw(st.integers(2, s_max))
+    valid = torch.zeros(b, s, dtype=torch.bool)
+    for row in range(b):
+        start = draw(st.integers(0, s - 1))
+        valid[row, start:draw(st.integers(start + 1, s))] = True
+    return valid
+
+
+@settings(max_examples=40, deadline=None)
+@given(valid=windows(), data=st.data())
+def test_window_mask_is_causal_mask_of_the_rows_windows(valid, data):
+    s = valid.shape[1]
+    slots = torch.tensor(sorted(data.draw(st.lists(st.integers(0, s - 1), min_size=1, max_size=5))))
+    start, end = token_window(valid)
+    assert torch.equal(window_mask(start, end, slots, s), causal_mask(valid, slots))
+    assert torch.equal(prompt_mask(start, end, s), causal_mask(valid, torch.arange(s)))
+
+
+def _qkv(b, t, s, hkv, n_rep, d, g):
+    q = torch.randn(b, t, hkv * n_rep, d, generator=g).transpose(1, 2)
+    return q, torch.randn(b, hkv, s, d, generator=g), torch.randn(b, hkv, s, d, generator=g)
+
+
+def _poison_unseen(k, v, mask):
+    seen = mask.any(-2)[..., None]  # [B, 1, S, 1]
+    return k.masked_fill(~seen, float("nan")), v.masked_fill(~seen, float("nan"))
+
+
+@settings(max_examples=30, deadline=None)
+@given(valid=windows(), hkv=st.sampled_from([1, 2]), n_rep=st.sampled_from([1, 3]), seed=st.integers(0, 99))
+def test_prompt_attention_equals_reference(valid, hkv, n_rep, seed):
+    b, t = valid.shape
+    q, k, v = _qkv(b, t, t, hkv, n_rep, 8, torch.Generator().manual_seed(seed))
+    start, end = token_window(valid)
+    mask = causal_mask(valid, torch.arange(t))
+    want = attention(q, k, v, mask, 0.3)
+    k, v = _poison_unseen(k, v, mask)
+    out = torch.ops.zoo.prompt_attention(q, k, v, start, end, 0.3)
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-6)
+
+
+@settings(max_examples=30, deadline=None)
+@given(valid=windows(), hkv=st.sampled_from([1, 2]), n_rep=st.sampled_from([1, 3]), extra=st.integers(0, 30),
+       data=st.data(), seed=st.integers(0, 99))
+def test_window_attention_equals_reference_over_a_larger_buffer(valid, hkv, n_rep, extra, data, seed):
+    """Keys in a static buffer `extra` slots longer than the windows: what lies beyond is NaN and never read."""
+    b, s = valid.shape
+    slots = torch.tensor(sorted(data.draw(st.lists(st.integers(0, s - 1), min_size=1, max_size=3))))
+    q, k, v = _qkv(b, len(slots), s + extra, hkv, n_rep, 8, torch.Generator().manual_seed(seed))
+    start, end = token_window(valid)
+    mask = causal_mask(torch.cat([valid, valid.new_zeros(b, extra)], 1), slots)
+    want = attention(q, k, v, mask, 0.3)
+    k, v = _poison_unseen(k, v, mask)
+    out = torch.ops.zoo.window_attention(q, k, v, start, end, slots, 0.3)
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-6)
+
+
+def test_rewrite_takes_the_window_and_drops_the_mask():
+    """The pass on a traced graph: both attention sites take the window, no mask op is left; without the
+    attention pass the masks stay (and explain would say so)."""
+    def fn(q, k, v, start, end, slots):
+        a = torch.ops.zoo.attention(q, k, v, torch.ops.zoo.prompt_mask(start, end, q.shape[2]), 0.5)
+        return a + torch.ops.zoo.attention(q, k, v, torch.ops.zoo.window_mask(start, end, slots, k.shape[2]), 0.5)
+    args = (*_qkv(2, 3, 3, 1, 2, 4, torch.Generator().manual_seed(0)), torch.tensor([0, 1]), torch.tensor([3, 3]),
+            torch.arange(3))
+    gm = make_fx(fn)(*args)
+    assert masks_left(gm.graph) == 2
+    assert len(attend_by_window(gm.graph)) == 2 and masks_left(gm.graph) == 0
+    gm.recompile()
+    targets = {n.target for n in gm.graph.nodes if n.op == "call_function"}
+    assert torch.ops.zoo.window_attention.default in targets and torch.ops.zoo.prompt_attention.default in targets
+    torch.testing.assert_close(gm(*args), fn(*args))
+
+
+def test_pass_manager_reports_masks_left_when_attention_is_off():
+    manager = ZooPassManager(passes=("rope",))
+    gm = make_fx(lambda s, e: torch.ops.zoo.prompt_mask(s, e, 4).sum())(torch.tensor([0]), torch.tensor([4]))
+    manager(gm.graph)
+    assert manager.log[-1][1]["masks_built"] == 1
+
+
+@pytest.mark.parametrize("op", ["prompt", "window"])
+def test_outputs_are_laid_out_for_the_output_projection(op):
+    q, k, v = _qkv(2, 3, 3, 1, 2, 4, torch.Generator().manual_seed(0))
+    start, end = torch.tensor([0, 1]), torch.tensor([3, 3])
+    out = (torch.ops.zoo.prompt_attention(q, k, v, start, end, 0.5) if op == "prompt" else
+           torch.ops.zoo.window_attention(q, k, v, start, end, torch.arange(3), 0.5))
+    assert out.shape == (2, 2, 3, 4) and out.transpose(1, 2).is_contiguous()
