@@ -10,11 +10,13 @@ ops compute exactly zoo_ref's `window_mask`, so an uncompiled or unrewritten gra
 are erased, so no [B, 1, T, S] mask is built or read:
 - decode (T <= 4) on CUDA: a split-K Triton kernel (kernels/gqa_decode.py) that loops over each row's visible
   keys only, its splits sized on the device from the window (CUDA-graph safe, no host sync);
-- prompts on CUDA (bf16/fp16): FlashAttention varlen over the packed prompt, each row cut into three causal
+- prompts without padding: SDPA's causal kernel (on the H100 about twice as fast as FlashAttention varlen);
+- padded prompts on CUDA (bf16/fp16): FlashAttention varlen over the packed prompt, each row cut into three causal
   segments (padding before, tokens, padding after), the padding queries' outputs zeroed; GQA without copies;
 - CPU, and what the kernels do not cover (fp32 prompts on CUDA): the reference's masked softmax over the used slots.
 A query outside its row's window (a padding query) gives zeros, as in zoo_ref.
 """
+import functools
 import inspect
 
 import torch
@@ -47,13 +49,15 @@ def _(key_start, key_end, query_slots, size):
 
 
 @torch.library.custom_op("zoo::prompt_mask", mutates_args=())
-def prompt_mask(key_start: Tensor, key_end: Tensor, size: int) -> Tensor:
-    """The mask of a prompt written from slot 0: `size` queries at slots 0..size-1 over those slots."""
+def prompt_mask(key_start: Tensor, key_end: Tensor, size: int, padded: bool) -> Tensor:
+    """The mask of a prompt written from slot 0: `size` queries at slots 0..size-1 over those slots.
+    padded=False is the caller's promise that every window is the whole prompt ([0, size)): then the attention
+    is plain causal (the kernels pick a faster path); it does not change the mask."""
     return _window_mask(key_start, key_end, torch.arange(size, device=key_start.device), size)
 
 
 @prompt_mask.register_fake
-def _(key_start, key_end, size):
+def _(key_start, key_end, size, padded):
     return key_start.new_empty(key_start.shape[0], 1, size, size, dtype=torch.bool)
 
 
@@ -91,21 +95,33 @@ def _window_attention_cuda(q, k, v, key_start, key_end, query_slots, scale):
 
 
 @torch.library.custom_op("zoo::prompt_attention", mutates_args=())
-def prompt_attention(q: Tensor, k: Tensor, v: Tensor, key_start: Tensor, key_end: Tensor, scale: float) -> Tensor:
-    """attention(q, k, v, prompt_mask(key_start, key_end, T), scale): q [B, H, T, D], k/v [B, Hkv, T, D] (a prompt's
-    own slots) -> [B, H, T, Dv]."""
+def prompt_attention(q: Tensor, k: Tensor, v: Tensor, key_start: Tensor, key_end: Tensor, scale: float,
+                     padded: bool) -> Tensor:
+    """attention(q, k, v, prompt_mask(key_start, key_end, T, padded), scale): q [B, H, T, D], k/v [B, Hkv, T, D]
+    (a prompt's own slots) -> [B, H, T, Dv]. Unpadded: SDPA's causal kernel (flash / cuDNN on CUDA), GQA without
+    copies."""
+    if not padded:
+        return _causal(q, k, v, scale)
     t = q.shape[2]
     return _masked(q, k, v, _window_mask(key_start, key_end, torch.arange(t, device=q.device), t), scale)
 
 
+def _causal(q, k, v, scale):
+    out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale,
+                                                           enable_gqa=q.shape[1] != k.shape[1])
+    return _bthd(out)
+
+
 @prompt_attention.register_fake
-def _(q, k, v, key_start, key_end, scale):
+def _(q, k, v, key_start, key_end, scale, padded):
     return _empty_bthd(q, v.shape[-1])
 
 
 @prompt_attention.register_kernel("cuda")
-def _prompt_attention_cuda(q, k, v, key_start, key_end, scale):
+def _prompt_attention_cuda(q, k, v, key_start, key_end, scale, padded):
     b, h, t, d = q.shape
+    if not padded:
+        return _causal(q, k, v, scale)
     if q.dtype not in (torch.float16, torch.bfloat16) or d != v.shape[-1] or d > 256 or h % k.shape[1]:
         return _masked(q, k, v, _window_mask(key_start, key_end, torch.arange(t, device=q.device), t), scale)
     # Pack the rows ([B, T] -> B*T tokens) and cut each into three causal segments: padding before its window,
@@ -122,18 +138,22 @@ def _prompt_attention_cuda(q, k, v, key_start, key_end, scale):
     return torch.where(inside[:, :, None, None], out, 0).transpose(1, 2)
 
 
-def flash_varlen_causal(q, k, v, cu_seqlens, max_len, scale):
-    """torch's FlashAttention varlen (causal, GQA in the kernel) across the spellings of torch 2.11 - 2.13."""
+@functools.cache
+def _varlen_spelling():
+    """(causal kwargs, takes enable_gqa, takes scale) of this torch's varlen_attn (2.11 - 2.13 differ)."""
     from torch.nn.attention.varlen import varlen_attn
     params = inspect.signature(varlen_attn).parameters
-    kwargs = {}
-    if "window_size" in params:
-        kwargs["window_size"] = (-1, 0)
-    else:
-        kwargs["is_causal"] = True
-    if "enable_gqa" in params:
+    causal = {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
+    return varlen_attn, causal, "enable_gqa" in params, "scale" in params
+
+
+def flash_varlen_causal(q, k, v, cu_seqlens, max_len, scale):
+    """torch's FlashAttention varlen, causal, GQA in the kernel (torch 2.11 has no enable_gqa flag and needs none)."""
+    varlen_attn, kwargs, takes_gqa, takes_scale = _varlen_spelling()
+    kwargs = dict(kwargs)
+    if takes_gqa:
         kwargs["enable_gqa"] = q.shape[1] != k.shape[1]
-    if "scale" in params:
+    if takes_scale:
         kwargs["scale"] = scale
     elif abs(scale - q.shape[-1] ** -0.5) > 1e-12:
         q = q * (scale * q.shape[-1] ** 0.5)
@@ -152,9 +172,12 @@ def attend_by_window(graph: torch.fx.Graph) -> list:
         q, k, v, mask, scale = node.args
         if not isinstance(mask, torch.fx.Node) or mask.target not in mask_ops:
             continue
-        window = mask.args[:3] if mask.target is torch.ops.zoo.window_mask.default else mask.args[:2]
+        if mask.target is torch.ops.zoo.window_mask.default:
+            args = (q, k, v, *mask.args[:3], scale)
+        else:
+            args = (q, k, v, *mask.args[:2], scale, mask.args[3])  # + padded
         with graph.inserting_before(node):
-            new = graph.call_function(mask_ops[mask.target], (q, k, v, *window, scale))
+            new = graph.call_function(mask_ops[mask.target], args)
         # same output (shape, dtype, strides) and layer; not the old call's recorded inputs (eager_input_vals)
         new.meta.update({key: node.meta[key] for key in ("val", "nn_module_stack", "stack_trace") if key in node.meta})
         node.replace_all_uses_with(new)

@@ -37,6 +37,7 @@ class Prompt(NamedTuple):
     levels: torch.Tensor      # [levels, bucket, T, hidden] deepstack features (0 levels for text models)
     key_start: torch.Tensor   # [bucket] each row's tokens fill cache slots [key_start, key_end)
     key_end: torch.Tensor     # [bucket]
+    padded: bool              # some row's window is not the whole prompt (a graph of its own: see _prefill_fn)
     next_pos: torch.Tensor    # [B] each real row's next position
 
 
@@ -112,10 +113,11 @@ class CompiledDecoder:
     # ------------------------------------------------------------------ graph bodies (zoo_ref math)
     # The mask is the reference's, built from each row's token window by zoo ops that the attention pass
     # recognizes: it swaps in attention over the window itself, so the mask is never materialized.
-    def _prefill_fn(self, caches, x, positions, deepstack, key_start, key_end, all_logits: bool):
+    # Prompts without padding run plain causal attention (the fastest kernels); padded ones attend by window.
+    def _prefill_fn(self, caches, x, positions, deepstack, key_start, key_end, all_logits: bool, padded: bool):
         t = x.shape[1]
         slots = torch.arange(t, device=x.device)
-        mask = prompt_mask(key_start, key_end, t)
+        mask = prompt_mask(key_start, key_end, t, padded)
         h = self.model.decoder(x, positions, mask, deepstack.unbind(0), caches, slots)
         return self.model.lm_head(h if all_logits else h[:, -1])
 
@@ -144,7 +146,7 @@ class CompiledDecoder:
                 pos, _ = self.model.rope_positions(torch.zeros(b, t, dtype=torch.long, device=self.device),
                                                    torch.ones(b, t, dtype=torch.bool, device=self.device))
                 for all_logits in (False, True):
-                    self._prefill_fn(self.prompt_caches[b], x, pos, levels, start, start + t, all_logits)
+                    self._prefill_fn(self.prompt_caches[b], x, pos, levels, start, start + t, all_logits, False)
                 self._decode_fn(self.caches[b], decode_state(b, self.max_len, self.text.vocab_size, self.device))
         with torch.no_grad(), self.compiler.manager.record_call_sites():
             self._record_extra()  # bodies whose layouts do not depend on the batch bucket: once
@@ -188,14 +190,14 @@ class CompiledDecoder:
         positions = torch.cat([positions, dummy_pos], dim=-2)  # batch is the second-to-last dim
         key_start, key_end = token_window(torch.cat([valid, valid.new_ones(pad, t)]))
         ids = torch.cat([input_ids, input_ids.new_zeros(pad, t)])
-        return Prompt(bucket, ids, x, positions, levels, key_start, key_end, next_pos)
+        return Prompt(bucket, ids, x, positions, levels, key_start, key_end, not bool(valid.all()), next_pos)
 
-    def _prefill(self, bucket, all_logits):
-        key = (bucket, all_logits)
+    def _prefill(self, bucket, all_logits, padded):
+        key = (bucket, all_logits, padded)
         if key not in self._prefills:
-            name = f"{'forward' if all_logits else 'prefill'}[b={bucket}]"
-            self._prefills[key] = self.compiler(functools.partial(self._prefill_fn, all_logits=all_logits), name,
-                                                dynamic=True)
+            name = f"{'forward' if all_logits else 'prefill'}[b={bucket}{', padded' if padded else ''}]"
+            fn = functools.partial(self._prefill_fn, all_logits=all_logits, padded=padded)
+            self._prefills[key] = self.compiler(fn, name, dynamic=True)
         return self._prefills[key]
 
     def _decoder(self, bucket):
@@ -212,8 +214,8 @@ class CompiledDecoder:
         self.packed.check()
         b, t = input_ids.shape
         p = self._prepare(input_ids, valid, 0, inputs)
-        logits = self._prefill(p.bucket, True)(self.prompt_caches[p.bucket], p.x, p.positions, p.levels, p.key_start,
-                                               p.key_end)
+        logits = self._prefill(p.bucket, True, p.padded)(self.prompt_caches[p.bucket], p.x, p.positions, p.levels,
+                                                         p.key_start, p.key_end)
         return logits[:b, -t:]
 
     forward = __call__
@@ -230,8 +232,8 @@ class CompiledDecoder:
         b = input_ids.shape[0]
         p = self._prepare(input_ids, valid, max_new_tokens, inputs)
         bucket, t = p.bucket, p.ids.shape[1]
-        logits = self._prefill(bucket, False)(self.prompt_caches[bucket], p.x, p.positions, p.levels, p.key_start,
-                                              p.key_end)
+        logits = self._prefill(bucket, False, p.padded)(self.prompt_caches[bucket], p.x, p.positions, p.levels,
+                                                        p.key_start, p.key_end)
         step = self._decoder(bucket)
 
         state = self.states[bucket]

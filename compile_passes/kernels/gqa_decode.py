@@ -62,7 +62,9 @@ def gqa_window_decode_triton(q, k, v, key_start, key_end, query_slots, scale, bl
     assert k.stride(-1) == v.stride(-1) == q.stride(-1) == 1 and v.shape[-1] == d
     bd = triton.next_power_of_2(max(d, 16))
     block_h = max(16, triton.next_power_of_2(n_rep))
-    _, n_splits = split_plan(s, block_n, b * t * hkv, q.device, n_splits)  # sized for the longest window
+    # Splits for the longest window, enough programs for ~8 per SM (one kv head and 64 keys each stream too few
+    # bytes to hide latency): each split's share of its window is computed on the device.
+    _, n_splits = split_plan(s, block_n, b * t * hkv, q.device, n_splits, programs_per_sm=8)
     o = torch.empty(b * t, h, n_splits, bd, dtype=torch.float32, device=q.device)
     lse = torch.empty(b * t, h, n_splits, dtype=torch.float32, device=q.device)
     _gqa_window_kernel[(b * t, hkv, n_splits)](

@@ -1,5 +1,7 @@
 """Pieces shared by the split-K (flash-decoding) attention kernels: the online-softmax step, the per-split
 store, the split plan and the log-sum-exp merge of the splits."""
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -30,11 +32,15 @@ def cdiv(a, b):
     return -(-a // b)
 
 
-def split_plan(s, block_n, programs, device, n_splits=None):
+@functools.cache
+def _sms(device):
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
+
+
+def split_plan(s, block_n, programs, device, n_splits=None, programs_per_sm=2):
     """(split length, number of splits): whole key blocks per split, enough programs to fill the GPU."""
     if n_splits is None:
-        sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
-        n_splits = max(1, min(cdiv(s, block_n), cdiv(2 * sms, programs)))
+        n_splits = max(1, min(cdiv(s, block_n), cdiv(programs_per_sm * _sms(device), programs)))
     split_len = cdiv(cdiv(s, n_splits), block_n) * block_n
     return split_len, cdiv(s, split_len)
 

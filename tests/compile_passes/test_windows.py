@@ -30,7 +30,7 @@ def test_window_mask_is_causal_mask_of_the_rows_windows(valid, data):
     slots = torch.tensor(sorted(data.draw(st.lists(st.integers(0, s - 1), min_size=1, max_size=5))))
     start, end = token_window(valid)
     assert torch.equal(window_mask(start, end, slots, s), causal_mask(valid, slots))
-    assert torch.equal(prompt_mask(start, end, s), causal_mask(valid, torch.arange(s)))
+    assert torch.equal(prompt_mask(start, end, s, True), causal_mask(valid, torch.arange(s)))
 
 
 def _qkv(b, t, s, hkv, n_rep, d, g):
@@ -52,8 +52,18 @@ def test_prompt_attention_equals_reference(valid, hkv, n_rep, seed):
     mask = causal_mask(valid, torch.arange(t))
     want = attention(q, k, v, mask, 0.3)
     k, v = _poison_unseen(k, v, mask)
-    out = torch.ops.zoo.prompt_attention(q, k, v, start, end, 0.3)
+    out = torch.ops.zoo.prompt_attention(q, k, v, start, end, 0.3, True)
     torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-6)
+
+
+@settings(max_examples=10, deadline=None)
+@given(t=st.integers(1, 40), hkv=st.sampled_from([1, 2]), n_rep=st.sampled_from([1, 3]), seed=st.integers(0, 99))
+def test_unpadded_prompt_attention_is_plain_causal(t, hkv, n_rep, seed):
+    q, k, v = _qkv(2, t, t, hkv, n_rep, 8, torch.Generator().manual_seed(seed))
+    start, end = torch.zeros(2, dtype=torch.long), torch.full((2,), t)
+    want = attention(q, k, v, causal_mask(torch.ones(2, t, dtype=torch.bool), torch.arange(t)), 0.3)
+    torch.testing.assert_close(torch.ops.zoo.prompt_attention(q, k, v, start, end, 0.3, False), want, rtol=1e-5,
+                               atol=1e-6)
 
 
 @settings(max_examples=30, deadline=None)
@@ -76,7 +86,7 @@ def test_rewrite_takes_the_window_and_drops_the_mask():
     """The pass on a traced graph: both attention sites take the window, no mask op is left; without the
     attention pass the masks stay (and explain would say so)."""
     def fn(q, k, v, start, end, slots):
-        a = torch.ops.zoo.attention(q, k, v, torch.ops.zoo.prompt_mask(start, end, q.shape[2]), 0.5)
+        a = torch.ops.zoo.attention(q, k, v, torch.ops.zoo.prompt_mask(start, end, q.shape[2], True), 0.5)
         return a + torch.ops.zoo.attention(q, k, v, torch.ops.zoo.window_mask(start, end, slots, k.shape[2]), 0.5)
     args = (*_qkv(2, 3, 3, 1, 2, 4, torch.Generator().manual_seed(0)), torch.tensor([0, 1]), torch.tensor([3, 3]),
             torch.arange(3))
@@ -91,7 +101,7 @@ def test_rewrite_takes_the_window_and_drops_the_mask():
 
 def test_pass_manager_reports_masks_left_when_attention_is_off():
     manager = ZooPassManager(passes=("rope",))
-    gm = make_fx(lambda s, e: torch.ops.zoo.prompt_mask(s, e, 4).sum())(torch.tensor([0]), torch.tensor([4]))
+    gm = make_fx(lambda s, e: torch.ops.zoo.prompt_mask(s, e, 4, True).sum())(torch.tensor([0]), torch.tensor([4]))
     manager(gm.graph)
     assert manager.log[-1][1]["masks_built"] == 1
 
@@ -100,6 +110,6 @@ def test_pass_manager_reports_masks_left_when_attention_is_off():
 def test_outputs_are_laid_out_for_the_output_projection(op):
     q, k, v = _qkv(2, 3, 3, 1, 2, 4, torch.Generator().manual_seed(0))
     start, end = torch.tensor([0, 1]), torch.tensor([3, 3])
-    out = (torch.ops.zoo.prompt_attention(q, k, v, start, end, 0.5) if op == "prompt" else
+    out = (torch.ops.zoo.prompt_attention(q, k, v, start, end, 0.5, True) if op == "prompt" else
            torch.ops.zoo.window_attention(q, k, v, start, end, torch.arange(3), 0.5))
     assert out.shape == (2, 2, 3, 4) and out.transpose(1, 2).is_contiguous()
