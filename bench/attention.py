@@ -132,6 +132,7 @@ def decode_table(bandwidth, cases):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--out", default=os.environ.get("OUT", "."))
+    p.add_argument("--parts", default="prompt,decode")
     args = p.parse_args()
     from torch.nn.attention.varlen import varlen_attn
     info = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
@@ -142,7 +143,8 @@ def main():
     flops, bandwidth = rates()
     info.update({"bf16 matmul TFLOP/s": flops / 1e12, "copy GB/s": bandwidth / 1e9})
     print(f"measured: {flops / 1e12:.0f} TFLOP/s bf16 matmul, {bandwidth / 1e9:.0f} GB/s copy", flush=True)
-    info["prompt"] = prompt_table(flops, (128, 2048, 8192, 30000))
+    if "prompt" in args.parts:
+        info["prompt"] = prompt_table(flops, (128, 2048, 8192, 30000))
     info["decode"] = decode_table(bandwidth, [(1, 128, 1024), (1, 128, 32768), (1, 8192, 32768), (1, 30000, 32768),
                                               (8, 128, 32768), (8, 8192, 32768), (64, 4096, 8192)])
     Path(args.out, "attention.json").write_text(json.dumps(info, indent=1))

@@ -131,7 +131,9 @@ def _prompt_attention_cuda(q, k, v, key_start, key_end, scale, padded):
     row = torch.arange(b, device=q.device)[:, None] * t
     cu = torch.cat([(row + torch.stack([torch.zeros_like(key_start), key_start, key_end], 1)).flatten(),
                     row.new_full((1,), b * t)]).to(torch.int32)
-    pack = lambda x: x.transpose(1, 2).reshape(b * t, x.shape[1], x.shape[-1])
+
+    def pack(x):  # [B, heads, T, D] -> [B*T, heads, D]
+        return x.transpose(1, 2).reshape(b * t, x.shape[1], x.shape[-1])
     out = flash_varlen_causal(pack(q), pack(k), pack(v), cu, t, scale).view(b, t, h, d)
     slots = torch.arange(t, device=q.device)
     inside = (slots >= key_start[:, None]) & (slots < key_end[:, None])  # [B, T]

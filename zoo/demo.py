@@ -35,8 +35,9 @@ def main(out_dir=None, max_new_tokens=16):
                               max_pixels=128 * 128)
         grid = inputs["image_grid_thw"][0].tolist()
         n_image_tokens = int((inputs["input_ids"] == model.config.image_token_id).sum())
-        print(f"3. drew a {image.width}x{image.height} test image -> pixel_values {tuple(inputs['pixel_values'].shape)}, "
-              f"grid (t, h, w) = {tuple(grid)}, {n_image_tokens} image tokens in a {inputs['input_ids'].shape[1]}-token prompt")
+        print(f"3. drew a {image.width}x{image.height} test image -> pixel_values "
+              f"{tuple(inputs['pixel_values'].shape)}, grid (t, h, w) = {tuple(grid)}, {n_image_tokens} image tokens "
+              f"in a {inputs['input_ids'].shape[1]}-token prompt")
         start = time.perf_counter()
         tokens = model.generate(**inputs, max_new_tokens=max_new_tokens, eos_token_id=[])
         elapsed = time.perf_counter() - start

@@ -15,9 +15,10 @@ from .splitk import merge_splits_into, online_softmax_step, split_plan, store_sp
 
 
 @triton.jit
-def _gqa_window_kernel(q_ptr, k_ptr, v_ptr, start_ptr, end_ptr, slot_ptr, o_ptr, lse_ptr, scale, q_b, q_h, q_t,
-                       k_b, k_h, k_s, v_b, v_h, v_s, T, H, N_REP: tl.constexpr, D: tl.constexpr, BD: tl.constexpr,
-                       BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
+def _gqa_window_kernel(q_ptr, k_ptr, v_ptr, start_ptr, end_ptr, slot_ptr, o_ptr, lse_ptr, active_ptr, scale, q_b,
+                       q_h, q_t, k_b, k_h, k_s, v_b, v_h, v_s, T, H, N_REP: tl.constexpr, D: tl.constexpr,
+                       BD: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, MIN_SPAN: tl.constexpr,
+                       PRECISION: tl.constexpr):
     bt = tl.program_id(0)
     g = tl.program_id(1)
     sp = tl.program_id(2)
@@ -28,8 +29,14 @@ def _gqa_window_kernel(q_ptr, k_ptr, v_ptr, start_ptr, end_ptr, slot_ptr, o_ptr,
     slot = tl.load(slot_ptr + t)
     inside = (slot >= lo) & (slot < tl.load(end_ptr + b))
     hi = tl.where(inside, slot + 1, lo)  # visible keys: [lo, hi)
-    span = tl.cdiv(tl.cdiv(hi - lo, n_splits), BLOCK_N) * BLOCK_N
+    # whole blocks per split, at least MIN_SPAN keys: a short window uses few splits (the rest exit at once, and
+    # the merge reads only the splits used), a long one spreads over all of them
+    span = tl.maximum(tl.cdiv(tl.cdiv(hi - lo, n_splits), BLOCK_N) * BLOCK_N, MIN_SPAN)
+    if (sp == 0) & (g == 0):
+        tl.store(active_ptr + bt, tl.cdiv(hi - lo, span).to(tl.int32))
     s0 = lo + sp * span
+    if s0 >= hi:
+        return
     s1 = tl.minimum(s0 + span, hi)
     r = tl.arange(0, BLOCK_H)
     heads = g * N_REP + r
@@ -52,7 +59,8 @@ def _gqa_window_kernel(q_ptr, k_ptr, v_ptr, start_ptr, end_ptr, slot_ptr, o_ptr,
     store_split(o_ptr, lse_ptr, (bt * H + heads) * n_splits + sp, acc, l_i, m_i, hm, BD)
 
 
-def gqa_window_decode_triton(q, k, v, key_start, key_end, query_slots, scale, block_n=64, n_splits=None):
+def gqa_window_decode_triton(q, k, v, key_start, key_end, query_slots, scale, block_n=64, n_splits=None,
+                             min_span=128):
     """q [B, H, T, D], k/v [B, Hkv, S, D]; key_start/key_end [B], query_slots [T] (long) -> [B, H, T, D] with
     [B, T, H, D] memory (what the output projection reads). Query t of row b sees slots
     key_start[b] <= j <= query_slots[t] when key_start[b] <= query_slots[t] < key_end[b], else nothing (zeros)."""
@@ -67,11 +75,12 @@ def gqa_window_decode_triton(q, k, v, key_start, key_end, query_slots, scale, bl
     _, n_splits = split_plan(s, block_n, b * t * hkv, q.device, n_splits, programs_per_sm=8)
     o = torch.empty(b * t, h, n_splits, bd, dtype=torch.float32, device=q.device)
     lse = torch.empty(b * t, h, n_splits, dtype=torch.float32, device=q.device)
+    active = torch.empty(b * t, dtype=torch.int32, device=q.device)
     _gqa_window_kernel[(b * t, hkv, n_splits)](
-        q, k, v, key_start, key_end, query_slots, o, lse, scale, q.stride(0), q.stride(1), q.stride(2), k.stride(0),
-        k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2), t, h, N_REP=n_rep, D=d, BD=bd,
-        BLOCK_H=block_h, BLOCK_N=block_n, PRECISION="ieee" if q.dtype == torch.float32 else "tf32", num_warps=4,
-        num_stages=2)
+        q, k, v, key_start, key_end, query_slots, o, lse, active, scale, q.stride(0), q.stride(1), q.stride(2),
+        k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2), t, h, N_REP=n_rep, D=d, BD=bd,
+        BLOCK_H=block_h, BLOCK_N=block_n, MIN_SPAN=max(block_n, min_span // block_n * block_n),
+        PRECISION="ieee" if q.dtype == torch.float32 else "tf32", num_warps=4, num_stages=2)
     out = torch.empty(b, t, h, d, dtype=q.dtype, device=q.device)
-    merge_splits_into(out, o, lse, t)
+    merge_splits_into(out, o, lse, t, active)
     return out.transpose(1, 2)

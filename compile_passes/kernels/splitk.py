@@ -46,28 +46,43 @@ def split_plan(s, block_n, programs, device, n_splits=None, programs_per_sm=2):
 
 
 @triton.jit
-def _merge_kernel(o_ptr, lse_ptr, out_ptr, T, H, n_splits, width, out_b, out_t, out_h,
-                  BD: tl.constexpr, BS: tl.constexpr):
-    """One program per (query, head): softmax(lse)-weighted sum of the splits' outputs, in the output dtype."""
+def _merge_kernel(o_ptr, lse_ptr, active_ptr, out_ptr, T, H, n_splits, width, out_b, out_t, out_h,
+                  HAS_ACTIVE: tl.constexpr, BD: tl.constexpr, CHUNK: tl.constexpr):
+    """One program per (query, head): softmax(lse)-weighted sum of the splits' outputs, in the output dtype.
+    Splits are folded CHUNK at a time (online rescaling); with HAS_ACTIVE only the first active[query] splits
+    are read (the window kernels store nothing in the others), else all n_splits."""
     q = tl.program_id(0)
     h = tl.program_id(1)
     row = q * H + h
-    sp = tl.arange(0, BS)
+    n = tl.load(active_ptr + q) if HAS_ACTIVE else n_splits
     d = tl.arange(0, BD)
-    lse = tl.load(lse_ptr + row * n_splits + sp, mask=sp < n_splits, other=float("-inf"))
-    top = tl.max(lse, axis=0)
-    w = tl.exp(lse - tl.where(top == float("-inf"), 0.0, top))  # splits that saw no key weigh 0
-    o = tl.load(o_ptr + (row * n_splits + sp[:, None]) * BD + d[None, :],
-                mask=(sp[:, None] < n_splits) & (d[None, :] < width), other=0.0)
-    out = tl.sum(w[:, None] * o, axis=0) / tl.maximum(tl.sum(w, axis=0), 1e-30)
+    m = tl.full([1], float("-inf"), tl.float32)
+    total = tl.zeros([1], tl.float32)
+    acc = tl.zeros([BD], tl.float32)
+    for c in range(0, n, CHUNK):
+        sp = c + tl.arange(0, CHUNK)
+        ok = sp < n
+        lse = tl.load(lse_ptr + row * n_splits + sp, mask=ok, other=float("-inf"))
+        m_new = tl.maximum(m, tl.max(lse, axis=0))
+        base = tl.where(m_new == float("-inf"), 0.0, m_new)  # splits that saw no key weigh 0
+        w = tl.exp(lse - base)
+        alpha = tl.exp(m - base)
+        o = tl.load(o_ptr + (row * n_splits + sp[:, None]) * BD + d[None, :], mask=ok[:, None] & (d[None, :] < width),
+                    other=0.0)
+        acc = acc * alpha + tl.sum(w[:, None] * o, axis=0)
+        total = total * alpha + tl.sum(w, axis=0)
+        m = m_new
+    out = acc / tl.maximum(total, 1e-30)
     tl.store(out_ptr + (q // T) * out_b + (q % T) * out_t + h * out_h + d, out.to(out_ptr.dtype.element_ty),
              mask=d < width)
 
 
-def merge_splits_into(out, o, lse, t):
+def merge_splits_into(out, o, lse, t, active=None):
     """The Triton merge: o [B*T, H, splits, BD], lse [B*T, H, splits] -> out, a [B, T, H, width] view of any
-    strides (width = out.shape[-1]), written in out's dtype. One launch instead of a dozen torch ops."""
+    strides (width = out.shape[-1]), written in out's dtype. active: int32 [B*T] splits to read per query (None:
+    all). One launch instead of a dozen torch ops."""
     q, h, n_splits, bd = o.shape
-    _merge_kernel[(q, h)](o, lse, out, t, h, n_splits, out.shape[-1], out.stride(0), out.stride(1),
-                          out.stride(2), BD=bd, BS=triton.next_power_of_2(n_splits), num_warps=1)
+    _merge_kernel[(q, h)](o, lse, lse if active is None else active, out, t, h, n_splits, out.shape[-1],
+                          out.stride(0), out.stride(1), out.stride(2), HAS_ACTIVE=active is not None, BD=bd,
+                          CHUNK=min(16, triton.next_power_of_2(n_splits)), num_warps=2)
     return out

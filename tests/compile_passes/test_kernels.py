@@ -59,8 +59,8 @@ def test_mla_decode_matches_latent_attention(b, t, h, c, r, s, splits, seed):
 @settings(max_examples=20)
 @given(b=st.integers(1, 3), t=st.integers(1, 3), hkv=st.sampled_from([1, 2]), n_rep=st.sampled_from([1, 2, 3]),
        d=st.sampled_from([8, 16, 64]), s=st.integers(4, 90), splits=st.sampled_from([None, 1, 2, 5]),
-       data=st.data(), seed=st.integers(0, 999))
-def test_gqa_window_decode_matches_zoo_ref_attention(b, t, hkv, n_rep, d, s, splits, data, seed):
+       min_span=st.sampled_from([16, 32]), data=st.data(), seed=st.integers(0, 999))
+def test_gqa_window_decode_matches_zoo_ref_attention(b, t, hkv, n_rep, d, s, splits, min_span, data, seed):
     """Each row's window [start, end) and the queries' slots drawn at random (queries outside their row's window
     too); every slot no query sees holds NaN, which must never reach the output."""
     g = torch.Generator().manual_seed(seed)
@@ -73,7 +73,8 @@ def test_gqa_window_decode_matches_zoo_ref_attention(b, t, hkv, n_rep, d, s, spl
     seen = mask.any(-2)[:, :, :, None]  # [B, 1, S, 1]
     k, v = k.masked_fill(~seen, float("nan")), v.masked_fill(~seen, float("nan"))
     want = attention(q, k.nan_to_num(), v.nan_to_num(), mask, 0.25)
-    out = gqa_window_decode_triton(q, k, v, start, end, slots, 0.25, block_n=16, n_splits=splits)
+    out = gqa_window_decode_triton(q, k, v, start, end, slots, 0.25, block_n=16, n_splits=splits,
+                                   min_span=min_span)
     assert out.transpose(1, 2).is_contiguous()  # [B, T, H, D] memory: the output projection reads it as is
     torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-5)
     assert torch.all(out.masked_fill(mask.any(-1, keepdim=True), 0) == 0)  # queries outside: zeros
