@@ -60,6 +60,20 @@ def decode_rate(run, n, device):
     return (n - 1) / max(tn - t1, 1e-9), t1
 
 
+def profile_ttft(fn, size, device):
+    from torch.profiler import ProfilerActivity, profile
+    fn()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        fn()
+        sync(device)
+    events = prof.key_averages()
+    gpu_us = sum(e.self_device_time_total for e in events)
+    print(f"max_seq_len {size}: one TTFT call: device busy {gpu_us / 1e3:.2f} ms; top host ops:\n"
+          + events.table(sort_by="cpu_time_total", row_limit=12, max_name_column_width=60), flush=True)
+    print(events.table(sort_by="self_device_time_total", row_limit=8, max_name_column_width=60), flush=True)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -101,8 +115,11 @@ def main(argv=None):
             for size, c in compiled.items():
                 rate, ttft = decode_rate(lambda n, c=c: c.generate(ids, max_new_tokens=n, eos_token_id=[]), n_new,
                                          device)
+                ttft = timed(lambda c=c: c.generate(ids, max_new_tokens=1, eos_token_id=[]), device, 10)
                 results[f"max_seq_len {size}: TTFT {short}-token prompt (ms)"] = {"zoo": ttft * 1e3}
                 results[f"max_seq_len {size}: decode tok/s, prompt {short}"] = {"zoo": rate}
+                if "profile" in parts:  # where a short prompt's TTFT goes (host vs device), per buffer size
+                    profile_ttft(lambda c=c: c.generate(ids, max_new_tokens=1, eos_token_id=[]), size, device)
                 if args.tiny:  # one more graph to compile: CPU only
                     results[f"max_seq_len {size}: forward {short} tokens (ms)"] = {
                         "zoo": timed(lambda c=c: c(ids), device) * 1e3}
