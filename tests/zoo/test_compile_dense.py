@@ -137,3 +137,27 @@ def test_nan_in_stale_cache_slots_never_reaches_a_later_call(models):
     tokens, logits = compiled.generate(ids, max_new_tokens=4, eos_token_id=[], return_logits=True)
     assert torch.isfinite(logits).all()
     assert torch.equal(tokens, model.generate(ids, max_new_tokens=4, eos_token_id=[]))
+
+
+def test_right_padding_and_padding_queries_match_the_reference_everywhere(models):
+    """Windows on either side (right padding is fine for forward) and every position compared, padding ones
+    included: a padding query attends to nothing in both."""
+    model, compiled = models
+    ids = torch.randint(3, 96, (BATCH, 7))
+    mask = torch.ones(BATCH, 7, dtype=torch.long)
+    mask[0, 5:] = 0  # right padding
+    mask[1, :2] = 0  # left padding
+    mask[1, 6:] = 0  # and right
+    with torch.no_grad():
+        ref = model(ids, attention_mask=mask)
+    assert relative_error(compiled(ids, attention_mask=mask), ref) < 1e-4
+
+
+def test_holes_in_the_mask_are_refused_by_both(models):
+    model, compiled = models
+    ids = torch.randint(3, 96, (BATCH, 5))
+    mask = torch.ones(BATCH, 5, dtype=torch.long)
+    mask[1, 2] = 0
+    for run in (model, compiled):
+        with pytest.raises(ValueError, match=r"attention_mask rows \[1\] have holes"):
+            run(ids, attention_mask=mask)
