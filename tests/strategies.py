@@ -130,7 +130,7 @@ def hf_mla(config_dict, seed=0):
 @st.composite
 def dense_config_dicts(draw, family):
     """A Qwen3 / Qwen2 config.json dict at toy size: GQA ratios (MQA included), head dims, tied or not, YaRN
-    (Qwen3, both spellings) on or off."""
+    (Qwen3, both spellings) on or off, sliding-window layers on or off."""
     kv = draw(st.sampled_from([1, 2]))
     theta = draw(st.sampled_from([10000.0, 1e6]))
     d = {"model_type": family, "vocab_size": 96, "hidden_size": draw(st.sampled_from([32, 64])),
@@ -139,6 +139,9 @@ def dense_config_dicts(draw, family):
          "head_dim": draw(st.sampled_from([8, 16, 32])), "rms_norm_eps": 1e-6, "max_position_embeddings": 256,
          "tie_word_embeddings": draw(st.booleans()), "eos_token_id": 2, "pad_token_id": 0, "bos_token_id": 1,
          "use_sliding_window": False, "hidden_act": "silu"}
+    if draw(st.booleans()):  # sliding-window layers from max_window_layers on (windows shorter than the prompts)
+        d.update(use_sliding_window=True, sliding_window=draw(st.integers(1, 6)),
+                 max_window_layers=draw(st.integers(0, d["num_hidden_layers"])))
     yarn = family == "qwen3" and draw(st.booleans())
     rope = {"rope_type": "yarn", "factor": draw(st.sampled_from([2.0, 4.0])), "original_max_position_embeddings": 64} \
         if yarn else {"rope_type": "default"}

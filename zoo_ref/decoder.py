@@ -31,6 +31,8 @@ class DecoderConfig:
     o_bias: bool = False
     qk_norm: bool = True     # Qwen3: per-head RMSNorm of q and k before RoPE; Qwen2: none
     yarn: YarnConfig | None = None
+    sliding_window: int | None = None  # keys a "sliding_attention" layer sees: the last `sliding_window` slots
+    layer_types: tuple[str, ...] | None = None  # per layer "full_attention" / "sliding_attention" (None: all full)
     tie_word_embeddings: bool = False
     eos_token_id: list[int] = field(default_factory=list)
     pad_token_id: int | None = None
@@ -52,7 +54,8 @@ def decoder_config_dict(c: DecoderConfig, model_type: str, architecture: str) ->
          "num_key_value_heads": c.num_key_value_heads, "head_dim": c.head_dim, "rms_norm_eps": c.rms_norm_eps,
          "max_position_embeddings": c.max_position_embeddings, "hidden_act": c.hidden_act,
          "tie_word_embeddings": c.tie_word_embeddings, "rope_parameters": rope, "rope_theta": c.rope_theta,
-         "rope_scaling": rope if c.yarn is not None else None, "use_sliding_window": False,
+         "rope_scaling": rope if c.yarn is not None else None, "use_sliding_window": c.sliding_window is not None,
+         "sliding_window": c.sliding_window, "layer_types": list(layer_types(c)),
          "eos_token_id": c.eos_token_id[0] if len(c.eos_token_id) == 1 else c.eos_token_id,
          "pad_token_id": c.pad_token_id}
     return d
@@ -69,8 +72,6 @@ def decoder_fields(d: dict, where: str, *, head_dim=None, qkv_bias=None, qk_norm
     head_dim: the family's default when the dict has none (else hidden_size / num_attention_heads);
     qkv_bias: fixed by the family (Qwen2: True) or None to read attention_bias."""
     require(d, ["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"], where)
-    if d.get("use_sliding_window"):
-        raise ConfigError(f"{where}: use_sliding_window=true is not supported (full attention only)")
     theta, yarn, _ = parse_rope(d, supported=rope_types)
     heads = d["num_attention_heads"]
     kv_heads = d.get("num_key_value_heads") or heads
@@ -85,9 +86,37 @@ def decoder_fields(d: dict, where: str, *, head_dim=None, qkv_bias=None, qk_norm
         rms_norm_eps=d.get("rms_norm_eps", 1e-6), max_position_embeddings=d.get("max_position_embeddings", 32768),
         hidden_act=d.get("hidden_act", "silu"), qkv_bias=bias if qkv_bias is None else qkv_bias,
         o_bias=bias if qkv_bias is None else False, qk_norm=qk_norm, yarn=yarn,
-        tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
+        tie_word_embeddings=bool(d.get("tie_word_embeddings", False)), **sliding_fields(d, where),
         eos_token_id=[] if eos is None else list(eos) if isinstance(eos, list) else [eos],
         pad_token_id=d.get("pad_token_id"))
+
+
+def sliding_fields(d: dict, where: str) -> dict:
+    """transformers' Qwen2/Qwen3 rule: with use_sliding_window, layers from max_window_layers on (or those
+    layer_types names "sliding_attention") see only the last sliding_window slots."""
+    n = d["num_hidden_layers"]
+    window = d.get("sliding_window") if d.get("use_sliding_window") else None
+    if window is not None and (not isinstance(window, int) or isinstance(window, bool) or window < 1):
+        raise ConfigError(f"{where}: sliding_window must be an int >= 1, got {window!r}")
+    types = d.get("layer_types") or [
+        "sliding_attention" if window is not None and i >= d.get("max_window_layers", 28) else "full_attention"
+        for i in range(n)]
+    if len(types) != n or not set(types) <= {"full_attention", "sliding_attention"}:
+        raise ConfigError(f"{where}: layer_types must list 'full_attention' / 'sliding_attention' for each of the "
+                          f"{n} layers, got {types!r}")
+    return {"sliding_window": window, "layer_types": tuple(types)}
+
+
+def layer_types(c: DecoderConfig) -> tuple:
+    """Each layer's attention: "sliding_attention" only where a window is configured."""
+    types = c.layer_types or ("full_attention",) * c.num_hidden_layers
+    return tuple(t if c.sliding_window is not None else "full_attention" for t in types)
+
+
+def sliding_mask(mask, query_slots, window: int):
+    """mask [B, 1, T, S] limited to the last `window` slots of each query: key j with j > slot - window."""
+    j = torch.arange(mask.shape[-1], device=mask.device)
+    return mask & (j[None, :] > query_slots[:, None] - window)[None, None]
 
 
 def causal_mask(key_valid, query_slots):
@@ -213,14 +242,19 @@ class DecoderModel(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(c) for _ in range(c.num_hidden_layers))
         self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
         self.rotary_emb = rotary
+        self.layer_types = layer_types(c)
 
     def forward(self, x, positions, mask, deepstack=(), caches=None, cache_pos=None):
         """x: [B, T, hidden] embeddings; positions: what the rotary module takes ([B, T], or [3, B, T] for
         M-RoPE); mask: bool [B, 1, T, S]; deepstack: per level [B, T, hidden] added after layers 0, 1, ...
         (Qwen3-VL's visual features; empty for text models). Returns the final-norm hidden states."""
         cos, sin = self.rotary_emb(positions, x.dtype)
+        masks = {"full_attention": mask}
+        if "sliding_attention" in self.layer_types:  # the same mask, limited to each query's last window slots
+            slots = cache_pos if cache_pos is not None else torch.arange(x.shape[1], device=x.device)
+            masks["sliding_attention"] = sliding_mask(mask, slots, self.c.sliding_window)
         for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, mask, None if caches is None else caches[i], cache_pos)
+            x = layer(x, cos, sin, masks[self.layer_types[i]], None if caches is None else caches[i], cache_pos)
             if i < len(deepstack):
                 x = x + deepstack[i]
         return self.norm(x)

@@ -96,7 +96,9 @@ def test_config_errors_name_the_field():
         Qwen3Config.from_dict({**d, "model_type": "qwen2"})
     with pytest.raises(ConfigError, match="Qwen2 config is missing required field\\(s\\): vocab_size"):
         Qwen2Config.from_dict({**d, "model_type": "qwen2", "vocab_size": None})
-    with pytest.raises(ConfigError, match="use_sliding_window=true is not supported"):
-        Qwen3Config.from_dict({**d, "use_sliding_window": True})
+    with pytest.raises(ConfigError, match="sliding_window must be an int >= 1, got 0"):
+        Qwen3Config.from_dict({**d, "use_sliding_window": True, "sliding_window": 0})
+    with pytest.raises(ConfigError, match="layer_types must list"):
+        Qwen2Config.from_dict({**d, "model_type": "qwen2", "layer_types": ["sliding_attention"] * 2})
     with pytest.raises(ConfigError, match="unsupported rope_type 'llama3'"):
         Qwen3Config.from_dict({**d, "rope_parameters": {"rope_type": "llama3", "rope_theta": 1e4}})
