@@ -4,6 +4,13 @@ import os
 # language helpers are built for the mode in force at import; Inductor imports triton early).
 os.environ.setdefault("TRITON_INTERPRET", "0" if os.environ.get("ZOO_TEST_CUDA") else "1")
 
+# One compile cache for the whole run, shared by the xdist workers (graphs compiled by one module load in the
+# next); never the user's own ~/.cache/zoo. Pass records make zoo.explain identical on a hit.
+if "ZOO_CACHE_DIR" not in os.environ:
+    import tempfile
+    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
+    os.environ["ZOO_CACHE_DIR"] = os.path.join(tempfile.gettempdir(), f"zoo-test-cache-{run_id}")
+
 import torch  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 

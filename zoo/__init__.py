@@ -10,11 +10,12 @@ _RUNTIMES = ("zoo.runtime", "zoo.qwen3_vl", "zoo.mla")  # each registers the zoo
 
 
 def compile(model, max_batch_size=8, max_seq_len=2048, dtype=None, cuda_graphs=True,
-            passes=("attention", "rope", "linears")):
+            passes=("attention", "rope", "linears"), cache_dir=None):
     """Compile a zoo_ref model: same call interface and outputs, fused attention and RoPE, static caches,
     CUDA-graph decode on GPU. dtype: cast a copy of the model (otherwise the model is used as is).
     passes: "attention", "rope", "linears" (the last packs sibling weights, e.g. q/k/v, into one buffer in
     place: the parameters become views of it, their values and the model's results unchanged).
+    cache_dir: where compiled graphs persist across processes (None: $ZOO_CACHE_DIR or ~/.cache/zoo; False: off).
     Nothing process-wide changes: Dynamo and Inductor settings apply to zoo's own compiles only."""
     import copy
 
@@ -25,7 +26,7 @@ def compile(model, max_batch_size=8, max_seq_len=2048, dtype=None, cuda_graphs=T
     if dtype is not None and dtype != next(model.parameters()).dtype:
         model = copy.deepcopy(model).to(dtype)
     return runtime(model, max_batch_size=max_batch_size, max_seq_len=max_seq_len, cuda_graphs=cuda_graphs,
-                   passes=passes)
+                   passes=passes, cache_dir=cache_dir)
 
 
 def explain(compiled):

@@ -1,4 +1,6 @@
-"""torch.compile with zoo's pass manager, counting the graphs each compiled function produced.
+"""torch.compile with zoo's pass manager, counting the graphs each compiled function produced, with Inductor's
+persistent caches in zoo's cache directory (zoo/cache.py): a second process loads the compiled graphs instead of
+compiling them, and the passes' record of each graph is read back so zoo.explain reports the same.
 
 Every compiled function gets a code object of its own. Dynamo keeps its cache (and its recompile budget) on
 code objects, so without this every model instance, batch bucket and mode compiled from the same method would
@@ -18,6 +20,8 @@ from torch._inductor.compile_fx import compile_fx
 
 from compile_passes import ZooPassManager
 
+from .cache import PassRecords, graph_key, inductor_cache_dir, resolve_cache_dir
+
 log = logging.getLogger("zoo")
 
 
@@ -35,28 +39,35 @@ def _own_code(fn, name: str):
 
 
 class Compiler:
-    def __init__(self, passes=("attention", "rope", "linears")):
+    def __init__(self, passes=("attention", "rope", "linears"), cache_dir=None):
         self.manager = ZooPassManager(passes)
+        self.cache_dir = resolve_cache_dir(cache_dir)
+        self.records = PassRecords(self.cache_dir) if self.cache_dir is not None else None
         self.graphs = Counter()  # function name -> graphs compiled (1 = never recompiled)
+        self.seconds = Counter()  # function name -> seconds spent compiling its graphs
+        self.from_cache = {}  # function name -> its last graph came from the persistent cache
 
     def __call__(self, fn, name: str, dynamic=False):
         def backend(gm, example_inputs):
             self.manager.current = name
             mark = self.manager.checkpoint()
             start = time.perf_counter()
+            caching = self.cache_dir is not None
             try:
-                # The graph caches are off so that the passes run (and report) every time; the manager's
-                # uuid() keeps them correct for anyone who turns them back on.
-                with torch._functorch.config.patch(enable_autograd_cache=False):
+                with inductor_cache_dir(self.cache_dir), torch._functorch.config.patch(enable_autograd_cache=caching):
                     compiled = compile_fx(gm, example_inputs, config_patches={
-                        "joint_custom_pre_pass": self.manager, "fx_graph_cache": False})
+                        "joint_custom_pre_pass": self.manager, "fx_graph_cache": caching})
             except BaseException:
                 # Dynamo may abandon this attempt and trace again (with dynamic=True it restarts once to
                 # specialize float constants such as LayerNorm eps): count only the graph that is kept.
                 self.manager.rollback(mark)
                 raise
+            hit = self._record(gm, name, mark)
             self.graphs[name] += 1
-            log.info("zoo: compiled %s (graph %d) in %.1f s", name, self.graphs[name], time.perf_counter() - start)
+            self.seconds[name] += time.perf_counter() - start
+            self.from_cache[name] = hit
+            log.info("zoo: compiled %s (graph %d) in %.1f s%s", name, self.graphs[name], time.perf_counter() - start,
+                     " (from the cache)" if hit else "")
             return compiled
         compiled = torch.compile(_own_code(fn, name), backend=backend, fullgraph=True, dynamic=dynamic)
         if dynamic is not True:
@@ -69,3 +80,23 @@ class Compiler:
             with torch.fx.experimental._config.patch(use_duck_shape=False):
                 return compiled(*args, **kwargs)
         return without_duck_sizing
+
+    def _record(self, gm, name, mark) -> bool:
+        """Store what the passes did to this graph, or (a cache hit: they did not run) read it back. -> hit."""
+        n_log, sites_before = mark
+        if self.records is None:
+            return False
+        key = graph_key(gm, self.manager.uuid())
+        if len(self.manager.log) > n_log:  # the passes ran: a cold compile
+            counts = self.manager.log[-1][1]
+            self.records.save(key, counts, self.manager.sites - sites_before)
+            return False
+        record = self.records.load(key)
+        if record is None:  # artifacts from elsewhere (another tool's cache): the passes' work is unknown
+            log.warning("zoo: %s came from the compile cache without zoo's record of its passes", name)
+            self.manager.log.append((name, {"unknown (cache hit without a record)": 0}))
+            return True
+        counts, sites = record
+        self.manager.log.append((name, counts))
+        self.manager.sites.update(sites)
+        return True

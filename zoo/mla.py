@@ -20,12 +20,12 @@ from .registry import register
 @register(MLA)
 class CompiledMLA:
     def __init__(self, mla: MLA, max_batch_size=None, max_seq_len=None, cuda_graphs=True,
-                 passes=("attention", "rope", "linears")):
+                 passes=("attention", "rope", "linears"), cache_dir=None):
         """max_batch_size / max_seq_len are not used: an MLA's caches are the caller's (`new_cache`)."""
         self.mla, self.config = mla.eval(), mla.config
         w = mla.kv_b_proj.weight
         self.device, self.dtype = w.device, w.dtype
-        self.compiler = Compiler(passes)
+        self.compiler = Compiler(passes, cache_dir)
         self.packed = PackedWeights(mla)
         if "linears" in passes:
             self.packed.pack_declared()

@@ -11,6 +11,9 @@ class Report:
     graph_breaks: int
     cuda_graphs: int  # captured CUDA graphs (0 on CPU)
     per_graph: list = field(default_factory=list)
+    compile_seconds: dict = field(default_factory=dict)  # compiled function -> seconds compiling its graphs
+    from_cache: dict = field(default_factory=dict)  # compiled function -> loaded from the persistent cache
+    cache_dir: str | None = None
 
     def __str__(self):
         lines = ["zoo.explain", "", "pass                    sites (max over graphs)"]
@@ -19,8 +22,10 @@ class Report:
         for name, layers in self.sites.items():
             keys = sorted(layers, key=lambda s: (s.split(".")[0], int(s.split(".")[1]) if "." in s else -1))
             lines.append(f"  {name}: " + ", ".join(f"{k}x{layers[k]}" for k in keys))
-        lines += ["", "compiled functions (graphs compiled; more than 1 = recompiles):"]
-        lines += [f"  {name:<22}{n}" for name, n in self.graphs.items()]
+        lines += ["", "compiled functions (graphs compiled; more than 1 = recompiles), compile seconds, source:"]
+        lines += [f"  {name:<22}{n}  {self.compile_seconds.get(name, 0):6.1f} s  "
+                  f"{'cache' if self.from_cache.get(name) else 'compiled'}" for name, n in self.graphs.items()]
+        lines += [f"compile cache: {self.cache_dir or 'off'}"]
         lines += ["", f"graph breaks: {self.graph_breaks} (fullgraph=True: a break is an error)",
                   f"CUDA graphs live: {self.cuda_graphs}"]
         return "\n".join(lines)
@@ -36,5 +41,8 @@ def explain(compiled) -> Report:
     for (name, site), n in sorted(manager.sites.items()):
         sites[name][site] = n
     graphs = compiled.graphs
-    return Report(counts=dict(counts), sites=dict(sites), graphs=dict(compiled.compiler.graphs), graph_breaks=0,
-                  cuda_graphs=len(graphs) if graphs is not None else 0, per_graph=list(manager.log))
+    c = compiled.compiler
+    return Report(counts=dict(counts), sites=dict(sites), graphs=dict(c.graphs), graph_breaks=0,
+                  cuda_graphs=len(graphs) if graphs is not None else 0, per_graph=list(manager.log),
+                  compile_seconds=dict(c.seconds), from_cache=dict(c.from_cache),
+                  cache_dir=str(c.cache_dir) if c.cache_dir is not None else None)

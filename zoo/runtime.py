@@ -88,14 +88,14 @@ class CompiledDecoder:
     EOS_CHECK_EVERY = 8
 
     def __init__(self, model, max_batch_size=8, max_seq_len=2048, cuda_graphs=True,
-                 passes=("attention", "rope", "linears")):
+                 passes=("attention", "rope", "linears"), cache_dir=None):
         check_count("max_batch_size", max_batch_size)
         check_count("max_seq_len", max_seq_len)
         self.model, self.config = model.eval(), model.config
         c = self.text = model.text_config
         w = model.lm_head.weight
         self.device, self.dtype, self.max_len = w.device, w.dtype, max_seq_len
-        self.compiler = Compiler(passes)
+        self.compiler = Compiler(passes, cache_dir)
         self.packed = PackedWeights(model)
         if "linears" in passes:
             self.packed.pack_declared()

@@ -1,0 +1,75 @@
+"""Compiled graphs persist across processes (zoo/cache.py): a second fresh process sharing the cache directory
+loads them, gives bit-identical results and the same zoo.explain, in a fraction of the first one's time; a change
+to the passes (part of every graph's key) misses."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from compile_passes import ZooPassManager
+from compile_passes import manager as manager_module
+
+ROOT = Path(__file__).resolve().parents[2]
+ALL = "attention,rope,linears"
+
+
+def run_child(cache_dir, passes=ALL, extra_text=0):
+    env = {k: v for k, v in os.environ.items() if k not in ("ZOO_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR")}
+    env["PYTHONPATH"] = str(ROOT)
+    out = subprocess.run([sys.executable, "-m", "tests.zoo.cache_child", str(cache_dir), passes, str(extra_text)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("zoo-cache")
+    return cache, run_child(cache), run_child(cache)
+
+
+def test_second_process_loads_the_graphs(two_runs):
+    _, cold, warm = two_runs
+    assert not any(cold["from_cache"].values()) and all(warm["from_cache"].values()), (cold, warm)
+    assert warm["seconds"] <= 0.35 * cold["seconds"], (cold["seconds"], warm["seconds"])
+
+
+def test_results_and_explain_identical_on_a_hit(two_runs):
+    _, cold, warm = two_runs
+    assert warm["tokens"] == cold["tokens"] and warm["logits"] == cold["logits"]
+    assert warm["per_graph"] == cold["per_graph"] and warm["sites"] == cold["sites"]
+    assert {name for name, _ in warm["per_graph"]} >= {"vision", "prefill[b=1]", "decode[b=1]"}
+
+
+def test_a_longer_prompt_hits_the_same_dynamic_graphs(two_runs):
+    cache, cold, _ = two_runs
+    longer = run_child(cache, ALL, extra_text=9)
+    assert all(longer["from_cache"].values()), longer["from_cache"]
+    assert longer["per_graph"] == cold["per_graph"]
+
+
+def test_other_passes_miss_the_cache(two_runs):
+    cache, cold, _ = two_runs
+    other = run_child(cache, "attention,rope")
+    assert not any(other["from_cache"].values()), other["from_cache"]
+    assert all(counts.get("linears", 0) == 0 for _, counts in other["per_graph"])
+    assert other["tokens"] == cold["tokens"]
+
+
+def test_uuid_covers_the_reference_sources(tmp_path, monkeypatch):
+    """The graphs' key follows the contents of every file the passes read (zoo_ref's functions the patterns come
+    from): the same contents elsewhere give the same key, one changed line another."""
+    def uuid_of(folder, change=False):
+        copies = []
+        for i, f in enumerate(manager_module._FILES):
+            text = Path(f).read_text() + ("\n# a change\n" if change and f.endswith("layers.py") else "")
+            copy = tmp_path / folder / f"{i}_{Path(f).name}"
+            copy.parent.mkdir(exist_ok=True)
+            copy.write_text(text)
+            copies.append(str(copy))
+        monkeypatch.setattr(manager_module, "_FILES", tuple(copies))
+        return ZooPassManager(("attention", "rope")).uuid()
+    assert uuid_of("a") == uuid_of("b") != uuid_of("c", change=True)
