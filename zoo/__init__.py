@@ -2,6 +2,7 @@
 
     compiled = zoo.compile(model)          # Qwen3 / Qwen2 / Qwen3-VL (zoo_ref) or DeepSeek MLA
     print(zoo.explain(compiled))           # what the passes replaced, graphs, CUDA graphs
+    zoo.export_cache("model.zoocache")     # ship the compiled graphs; zoo.import_cache(...) elsewhere
 """
 import importlib
 
@@ -27,6 +28,18 @@ def compile(model, max_batch_size=8, max_seq_len=2048, dtype=None, cuda_graphs=T
         model = copy.deepcopy(model).to(dtype)
     return runtime(model, max_batch_size=max_batch_size, max_seq_len=max_seq_len, cuda_graphs=cuda_graphs,
                    passes=passes, cache_dir=cache_dir)
+
+
+def export_cache(path, cache_dir=None):
+    """Write this process's compiled graphs and zoo's pass records into one file (see zoo/cache.py)."""
+    from .cache import export_cache as _export
+    return _export(path, cache_dir)
+
+
+def import_cache(path, cache_dir=None):
+    """Install an export_cache file into the cache directory; later zoo.compile calls load from it."""
+    from .cache import import_cache as _import
+    return _import(path, cache_dir)
 
 
 def explain(compiled):

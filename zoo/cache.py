@@ -11,13 +11,14 @@ graph's key: a change to any of them misses.
 import hashlib
 import json
 import os
+import zipfile
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-from zoo_ref.errors import InputTypeError
+from zoo_ref.errors import InputError, InputTypeError
 
 
 def resolve_cache_dir(cache_dir) -> Path | None:
@@ -83,3 +84,38 @@ class PassRecords:
             return None
         record = json.loads(f.read_text())
         return record["counts"], Counter({(name, site): n for name, site, n in record["sites"]})
+
+
+def export_cache(path, cache_dir=None):
+    """Write what this process compiled (torch's cache artifacts: FX graphs, AOTAutograd entries, Triton kernels) and
+    zoo's pass records into one file that `import_cache` installs elsewhere (`python -m zoo warmup` builds one)."""
+    artifacts = torch.compiler.save_cache_artifacts()
+    if artifacts is None:
+        raise InputError("nothing was compiled in this process: compile and run the model before exporting")
+    data, _ = artifacts
+    records = PassRecords(resolve_cache_dir(cache_dir) or resolve_cache_dir(None))
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("torch_cache_artifacts.bin", data)
+        for f in sorted(records.dir.glob("*.json")):
+            z.write(f, f"zoo_passes/{f.name}")
+    return Path(path)
+
+
+def import_cache(path, cache_dir=None) -> Path:
+    """Install an `export_cache` file into the cache directory (default: $ZOO_CACHE_DIR or ~/.cache/zoo): the next
+    zoo.compile of the same model and settings loads its graphs instead of compiling them."""
+    target = resolve_cache_dir(cache_dir) or resolve_cache_dir(None)
+    records = PassRecords(target)
+    try:
+        z = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile) as e:
+        raise InputError(f"{path} is not a zoo cache export: {e}") from None
+    with z:
+        if "torch_cache_artifacts.bin" not in z.namelist():
+            raise InputError(f"{path} is not a zoo cache export (no torch_cache_artifacts.bin)")
+        with inductor_cache_dir(target):
+            torch.compiler.load_cache_artifacts(z.read("torch_cache_artifacts.bin"))
+        for name in z.namelist():
+            if name.startswith("zoo_passes/") and name.endswith(".json"):
+                (records.dir / Path(name).name).write_bytes(z.read(name))
+    return target

@@ -1,4 +1,4 @@
-"""`python -m zoo generate | chat | explain | demo` over a local checkpoint directory (see --help of each)."""
+"""`python -m zoo generate | chat | explain | warmup | demo` over a local checkpoint directory (--help of each)."""
 import argparse
 import sys
 from pathlib import Path
@@ -14,6 +14,8 @@ def model_options(p: argparse.ArgumentParser):
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--compile", action="store_true", help="run through zoo.compile (slow to start: it compiles)")
     p.add_argument("--max-seq-len", type=int, default=2048, help="with --compile: the static cache's length")
+    p.add_argument("--cache-dir", default=None, help="with --compile: where compiled graphs persist (default "
+                   "$ZOO_CACHE_DIR or ~/.cache/zoo; 'off' to compile from scratch every time)")
 
 
 def generation_options(p: argparse.ArgumentParser):
@@ -49,6 +51,13 @@ def parser():
     explain = sub.add_parser("explain", help="compile the model, run one short generate, print zoo.explain")
     model_options(explain)
     visual_options(explain)
+    warmup = sub.add_parser("warmup", help="compile once into the cache (and optionally a shippable file): later "
+                                           "processes with the same settings start in seconds")
+    model_options(warmup)
+    warmup.add_argument("--max-batch-size", type=int, default=1, help="largest batch (its bucket is compiled)")
+    warmup.add_argument("--export", metavar="FILE", help="also write the compiled graphs to FILE; install it "
+                                                         "elsewhere with zoo.import_cache(FILE)")
+    visual_options(warmup)
     return p
 
 
@@ -81,7 +90,9 @@ class Session:
         self.visual = hasattr(self.model.config, "vision")
         self.runner = self.model
         if getattr(args, "compile", False):
-            self.runner = zoo.compile(self.model, max_batch_size=1, max_seq_len=args.max_seq_len)
+            cache_dir = False if args.cache_dir == "off" else args.cache_dir
+            self.runner = zoo.compile(self.model, max_batch_size=getattr(args, "max_batch_size", 1),
+                                      max_seq_len=args.max_seq_len, cache_dir=cache_dir)
 
     def inputs(self, conversation):
         if self.visual:
@@ -165,6 +176,27 @@ def run_explain(args):
     print(zoo.explain(session.runner))
 
 
+def run_warmup(args):
+    """Compile the batch bucket, the prefill and decode graphs (and the vision encoder: with a test image when no
+    --image is given) by running one short generate at the largest batch."""
+    import torch
+    from PIL import Image
+
+    import zoo
+    args.compile = True
+    session = Session(args)
+    images = args.image or ([Image.new("RGB", (224, 224), (120, 60, 200))] if session.visual else [])
+    videos = [video_frames(args.video)] if args.video else []
+    inputs = session.inputs([user_turn("Describe this.", images, videos)])
+    b = args.max_batch_size  # b copies of the prompt: images' patches and grids repeat in order, like a batch
+    inputs = {k: v.repeat(b, *[1] * (v.dim() - 1)).to(session.model.device) for k, v in inputs.items()
+              if isinstance(v, torch.Tensor)}
+    session.runner.generate(**inputs, max_new_tokens=2)
+    print(zoo.explain(session.runner))
+    if args.export:
+        print(f"exported to {zoo.export_cache(args.export, session.runner.compiler.cache_dir)}")
+
+
 def main(argv=None):
     args = parser().parse_args(argv)
     if args.command == "demo":
@@ -172,7 +204,7 @@ def main(argv=None):
         raise SystemExit(0 if demo_main(args.out_dir, args.max_new_tokens) else 1)
     from zoo_ref.errors import ZooError
     try:
-        {"generate": run_generate, "chat": run_chat, "explain": run_explain}[args.command](args)
+        {"generate": run_generate, "chat": run_chat, "explain": run_explain, "warmup": run_warmup}[args.command](args)
     except ZooError as e:  # a bad argument, config or checkpoint: one line, no traceback
         print(f"python -m zoo {args.command}: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -1,6 +1,8 @@
 """One fresh process of the compile-cache test (tests/zoo/test_compile_cache.py): build the tiny Qwen3-VL, compile
 it with the given cache dir and passes, generate from an image prompt; print one JSON line with the seconds from
-zoo.compile to the first result, the tokens and logits, and what zoo.explain reports."""
+zoo.compile to the first result, the tokens and logits, and what zoo.explain reports.
+
+    python -m tests.zoo.cache_child CACHE_DIR PASSES [EXTRA_TEXT_TOKENS [EXPORT_FILE [IMPORT_FILE]]]"""
 import json
 import sys
 import time
@@ -15,7 +17,7 @@ from zoo_ref.qwen3_vl.tiny import randomize_, tiny_config_dict
 CONFIG = tiny_config_dict(layers=2, v_depth=2, deepstack=(0, 1), kv_heads=2, heads=4)
 
 
-def main(cache_dir, passes, extra_text=0):
+def main(cache_dir, passes, extra_text=0, export=None, install=None):
     torch.manual_seed(0)
     model = randomize_(Qwen3VLForConditionalGeneration(Qwen3VLConfig.from_dict(CONFIG)), seed=5).eval()
     g = torch.Generator().manual_seed(1)
@@ -26,15 +28,20 @@ def main(cache_dir, passes, extra_text=0):
     ids = torch.tensor([[1, c["vision_start_token_id"]] + [c["image_token_id"]] * n + [c["vision_end_token_id"], 7, 8]
                         + [9] * extra_text])
     start = time.perf_counter()
+    if install:
+        zoo.import_cache(install, cache_dir)
     compiled = zoo.compile(model, max_batch_size=1, max_seq_len=64, cache_dir=cache_dir, passes=tuple(passes))
     tokens, logits = compiled.generate(ids, pixel_values=pixels, image_grid_thw=grid, max_new_tokens=4,
                                        eos_token_id=[], return_logits=True)
     seconds = time.perf_counter() - start
     report = zoo.explain(compiled)
+    if export:
+        zoo.export_cache(export, cache_dir)
     print(json.dumps({"seconds": seconds, "tokens": tokens.tolist(), "logits": logits.flatten().tolist(),
                       "per_graph": report.per_graph, "sites": {k: dict(v) for k, v in report.sites.items()},
                       "from_cache": report.from_cache}))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2].split(","), int(sys.argv[3]) if len(sys.argv) > 3 else 0)
+    cache, passes, extra, export, install = (sys.argv[1:] + [""] * 5)[:5]
+    main(cache, passes.split(","), int(extra or 0), export or None, install or None)

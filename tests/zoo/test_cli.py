@@ -1,8 +1,10 @@
 """The CLI end to end on tiny checkpoints: generate (with an image, and a text-only Qwen3) prints text and exits 0,
-chat keeps its history over two scripted turns, explain compiles and reports, every command has --help."""
+chat keeps its history over two scripted turns, explain compiles and reports, warmup exports a cache, every
+command has --help."""
 import io
 import subprocess
 import sys
+import zipfile
 
 import pytest
 
@@ -65,7 +67,18 @@ def test_explain_compiles_and_reports(vl_dir, capsys):
     assert "zoo.explain" in out and "decode[b=1]" in out and "vision" in out
 
 
-@pytest.mark.parametrize("command", ["demo", "generate", "chat", "explain"])
+def test_warmup_compiles_and_exports_a_shippable_cache(vl_dir, tmp_path):
+    """Same settings as the explain test: in this test run's shared cache the graphs may already be there; the
+    export holds torch's artifacts and zoo's pass records either way."""
+    export = tmp_path / "tiny.zoocache"
+    done = run_cli("warmup", "--model", vl_dir, "--device", "cpu", "--max-seq-len", "256", "--export", export)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "vision" in done.stdout and "decode[b=1]" in done.stdout and f"exported to {export}" in done.stdout
+    names = zipfile.ZipFile(export).namelist()
+    assert "torch_cache_artifacts.bin" in names and any(n.startswith("zoo_passes/") for n in names)
+
+
+@pytest.mark.parametrize("command", ["demo", "generate", "chat", "explain", "warmup"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as e:
         main([command, "--help"])
