@@ -27,6 +27,7 @@ import compile_passes.windows  # noqa: E402,F401  (registers torch.ops.zoo.*)
 from compile_passes.ops import _sdpa  # noqa: E402
 from zoo_ref.decoder import window_mask  # noqa: E402
 from zoo_ref.layers import attention, relative_error  # noqa: E402
+from zoo_ref.qwen3_vl.vision import mask_of_segments  # noqa: E402
 
 H, HKV, D = 16, 8, 128
 F = torch.nn.functional
@@ -80,7 +81,34 @@ def check():
     got = torch.ops.zoo.window_attention(q1, kc, vc, start, slot.expand(b) + 1, slot, D ** -0.5)
     out["window_attention bf16 vs fp32 oracle (NaN outside the windows)"] = relative_error(got.float(), want)
     assert torch.isfinite(got).all()
+    cu = torch.tensor([0, 196, 196 + 64, 196 + 64 + 400], device="cuda")  # three frames of different sizes
+    qkv = torch.randn(660, 3, 16, 64, device="cuda", generator=g).to(torch.bfloat16)
+    qv, kv_, vv = (t.transpose(0, 1)[None] for t in qkv.unbind(1))
+    want = attention(qv.float(), kv_.float(), vv.float(), mask_of_segments(cu, 660), 0.125)
+    got = torch.ops.zoo.segment_attention(qv, kv_, vv, cu, 400, 0.125)
+    out["segment_attention bf16 vs fp32 oracle"] = relative_error(got.float(), want)
     return out
+
+
+def vision_table(flops):
+    """Vision encoder attention, one layer (16 heads, d 64): one 1792x1792 image (12,544 patches) and 8 images of
+    448x448 (784 each) in one call; before: a dense [1, 1, N, N] block-diagonal mask."""
+    rows = []
+    for lengths in ([12544], [784] * 8, [4096]):
+        n = sum(lengths)
+        cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], device="cuda")
+        qkv = torch.randn(n, 3, 16, 64, device="cuda", dtype=torch.bfloat16)
+        q, k, v = (t.transpose(0, 1)[None] for t in qkv.unbind(1))
+        mask = mask_of_segments(cu, n)
+        floor = sum(4 * s * s * 16 * 64 for s in lengths) / flops * 1e3
+        row = {"segments": f"{len(lengths)} x {lengths[0]}", "floor ms": floor,
+               "zoo segment_attention ms": ms(lambda: torch.ops.zoo.segment_attention(q, k, v, cu, max(lengths),
+                                                                                      0.125)),
+               "before: dense block mask ms": ms(lambda: _sdpa(q, k, v, mask, 0.125))}
+        row["zoo % of floor"] = 100 * floor / row["zoo segment_attention ms"]
+        rows.append(row)
+        print(row, flush=True)
+    return rows
 
 
 def prompt_table(flops, lengths):
@@ -132,7 +160,7 @@ def decode_table(bandwidth, cases):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--out", default=os.environ.get("OUT", "."))
-    p.add_argument("--parts", default="prompt,decode")
+    p.add_argument("--parts", default="vision,prompt,decode")
     args = p.parse_args()
     from torch.nn.attention.varlen import varlen_attn
     info = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
@@ -143,10 +171,14 @@ def main():
     flops, bandwidth = rates()
     info.update({"bf16 matmul TFLOP/s": flops / 1e12, "copy GB/s": bandwidth / 1e9})
     print(f"measured: {flops / 1e12:.0f} TFLOP/s bf16 matmul, {bandwidth / 1e9:.0f} GB/s copy", flush=True)
+    if "vision" in args.parts:
+        info["vision"] = vision_table(flops)
     if "prompt" in args.parts:
         info["prompt"] = prompt_table(flops, (128, 2048, 8192, 30000))
-    info["decode"] = decode_table(bandwidth, [(1, 128, 1024), (1, 128, 32768), (1, 8192, 32768), (1, 30000, 32768),
-                                              (8, 128, 32768), (8, 8192, 32768), (64, 4096, 8192)])
+    if "decode" in args.parts:
+        info["decode"] = decode_table(bandwidth, [(1, 128, 1024), (1, 128, 32768), (1, 8192, 32768),
+                                                  (1, 30000, 32768), (8, 128, 32768), (8, 8192, 32768),
+                                                  (64, 4096, 8192)])
     Path(args.out, "attention.json").write_text(json.dumps(info, indent=1))
 
 

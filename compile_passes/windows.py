@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from zoo_ref.decoder import window_mask as _window_mask
+from zoo_ref.qwen3_vl.vision import mask_of_segments
 
 from .ops import _sdpa
 
@@ -149,10 +150,11 @@ def _varlen_spelling():
     return varlen_attn, causal, "enable_gqa" in params, "scale" in params
 
 
-def flash_varlen_causal(q, k, v, cu_seqlens, max_len, scale):
-    """torch's FlashAttention varlen, causal, GQA in the kernel (torch 2.11 has no enable_gqa flag and needs none)."""
+def flash_varlen_causal(q, k, v, cu_seqlens, max_len, scale, causal=True):
+    """torch's FlashAttention varlen, causal or not, GQA in the kernel (torch 2.11 has no enable_gqa flag and needs
+    none)."""
     varlen_attn, kwargs, takes_gqa, takes_scale = _varlen_spelling()
-    kwargs = dict(kwargs)
+    kwargs = dict(kwargs) if causal else {key: (-1, -1) if key == "window_size" else False for key in kwargs}
     if takes_gqa:
         kwargs["enable_gqa"] = q.shape[1] != k.shape[1]
     if takes_scale:
@@ -162,11 +164,54 @@ def flash_varlen_causal(q, k, v, cu_seqlens, max_len, scale):
     return varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_len, max_len, **kwargs)
 
 
+@torch.library.custom_op("zoo::segment_mask", mutates_args=())
+def segment_mask(cu_seqlens: Tensor, max_len: int, size: int) -> Tensor:
+    """zoo_ref's block-diagonal mask of the segments [cu[i], cu[i+1]) (vision: one per image frame), [1, 1, size,
+    size]; max_len (the longest segment) is for the kernels that replace it."""
+    return mask_of_segments(cu_seqlens, size)
+
+
+@segment_mask.register_fake
+def _(cu_seqlens, max_len, size):
+    return cu_seqlens.new_empty(1, 1, size, size, dtype=torch.bool)
+
+
+@torch.library.custom_op("zoo::segment_attention", mutates_args=())
+def segment_attention(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor, max_len: int, scale: float) -> Tensor:
+    """attention(q, k, v, segment_mask(cu_seqlens, ...), scale) segment by segment: q/k/v [1, H, N, D] ->
+    [1, H, N, Dv] ([1, N, H, Dv] memory). Memory linear in N; each segment one SDPA call (CPU)."""
+    out = q.new_empty(1, q.shape[2], q.shape[1], v.shape[-1])
+    bounds = cu_seqlens.tolist()  # a host read: the CPU body (and the CUDA fallback) only
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        seg = torch.nn.functional.scaled_dot_product_attention(q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], scale=scale,
+                                                               enable_gqa=q.shape[1] != k.shape[1])
+        out[:, a:b] = seg.transpose(1, 2)
+    return out.transpose(1, 2)
+
+
+@segment_attention.register_fake
+def _(q, k, v, cu_seqlens, max_len, scale):
+    return _empty_bthd(q, v.shape[-1])
+
+
+@segment_attention.register_kernel("cuda")
+def _segment_attention_cuda(q, k, v, cu_seqlens, max_len, scale):
+    _, h, n, d = q.shape
+    if q.dtype not in (torch.float16, torch.bfloat16) or d != v.shape[-1] or d > 256 or h % k.shape[1]:
+        return _masked(q, k, v, mask_of_segments(cu_seqlens, n), scale)
+
+    def pack(x):  # [1, heads, N, D] (a view of [N, heads, D]) -> [N, heads, D]
+        return x[0].transpose(0, 1)
+    out = flash_varlen_causal(pack(q), pack(k), pack(v), cu_seqlens.to(torch.int32), max_len, scale, causal=False)
+    return out[None].transpose(1, 2)
+
+
 def attend_by_window(graph: torch.fx.Graph) -> list:
-    """zoo::attention over a window/prompt mask -> zoo::window_attention / zoo::prompt_attention; masks left
-    without users are erased. Returns the new nodes."""
+    """zoo::attention over a window / prompt / segment mask -> zoo::window_attention / zoo::prompt_attention /
+    zoo::segment_attention; masks left without users are erased. Returns the new nodes."""
     mask_ops = {torch.ops.zoo.window_mask.default: torch.ops.zoo.window_attention.default,
-                torch.ops.zoo.prompt_mask.default: torch.ops.zoo.prompt_attention.default}
+                torch.ops.zoo.prompt_mask.default: torch.ops.zoo.prompt_attention.default,
+                torch.ops.zoo.segment_mask.default: torch.ops.zoo.segment_attention.default}
     rewritten = []
     for node in list(graph.nodes):
         if node.op != "call_function" or node.target is not torch.ops.zoo.attention.default:
@@ -176,6 +221,8 @@ def attend_by_window(graph: torch.fx.Graph) -> list:
             continue
         if mask.target is torch.ops.zoo.window_mask.default:
             args = (q, k, v, *mask.args[:3], scale)
+        elif mask.target is torch.ops.zoo.segment_mask.default:
+            args = (q, k, v, *mask.args[:2], scale)  # cu_seqlens, max_len
         else:
             args = (q, k, v, *mask.args[:2], scale, mask.args[3])  # + padded
         with graph.inserting_before(node):
@@ -192,6 +239,7 @@ def attend_by_window(graph: torch.fx.Graph) -> list:
 
 
 def masks_left(graph: torch.fx.Graph) -> int:
-    """Window/prompt masks still built in the graph (an attention site the rewrite did not reach)."""
+    """Window/prompt/segment masks still built in the graph (an attention site the rewrite did not reach)."""
     return sum(n.op == "call_function" and n.target in (torch.ops.zoo.window_mask.default,
-                                                        torch.ops.zoo.prompt_mask.default) for n in graph.nodes)
+                                                        torch.ops.zoo.prompt_mask.default,
+                                                        torch.ops.zoo.segment_mask.default) for n in graph.nodes)

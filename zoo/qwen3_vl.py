@@ -1,8 +1,14 @@
 """Compiled Qwen3-VL: the shared decoder runtime plus the compiled vision encoder (one CUDA graph per distinct
-set of image/video grids on GPU, layout memoized) and deepstack levels fed to the prefill."""
+set of image/video grids on GPU, layout memoized) and deepstack levels fed to the prefill.
+
+The encoder attends by segment: the graph gets each frame's bounds (cu_seqlens) and builds the reference's
+block-diagonal mask from them through zoo::segment_mask, which the attention pass swaps for attention per segment
+(FlashAttention varlen on CUDA): memory linear in the number of patches, several images and frames in one call."""
 import torch
 
+from compile_passes.windows import segment_mask
 from zoo_ref.qwen3_vl import Qwen3VLForConditionalGeneration
+from zoo_ref.qwen3_vl.vision import segment_bounds
 
 from .cuda_graphs import StaticBuffers
 from .registry import register
@@ -14,7 +20,11 @@ class CompiledQwen3VL(CompiledDecoder):
     def __init__(self, model, *args, **kwargs):
         self._layouts, self._vision_inputs = {}, {}  # per distinct image/video grids
         super().__init__(model, *args, **kwargs)
-        self._vision = self.compiler(model.model.visual.encode, "vision", dynamic=True)
+        self._vision = self.compiler(self._vision_fn, "vision", dynamic=True)
+
+    def _vision_fn(self, pixels, rows, cols, taps, weights, cu_seqlens, max_len: int):
+        mask = segment_mask(cu_seqlens, max_len, pixels.shape[0])
+        return self.model.model.visual.encode(pixels, rows, cols, taps, weights, mask)
 
     def _levels(self):
         return len(self.config.vision.deepstack_visual_indexes)
@@ -32,8 +42,9 @@ class CompiledQwen3VL(CompiledDecoder):
     def encode_vision(self, pixels, grid_thw):
         """The compiled vision encoder; on GPU one CUDA graph per distinct set of grids (layout memoized)."""
         key = tuple(map(tuple, grid_thw.tolist()))
-        if key not in self._layouts:
-            self._layouts[key] = self.model.model.visual.layout(grid_thw)
+        if key not in self._layouts:  # the reference's layout, its mask replaced by the frames' bounds
+            cu = segment_bounds(grid_thw)
+            self._layouts[key] = (*self.model.model.visual.positions_layout(grid_thw), cu, int(cu.diff().max()))
         layout = self._layouts[key]
         if not self.cuda_graphs:
             return self._vision(pixels.to(self.dtype), *layout)

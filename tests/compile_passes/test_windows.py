@@ -1,5 +1,6 @@
-"""Attention by token window (compile_passes/windows.py): the window ops equal zoo_ref's masked attention over
-causal_mask, never read a slot no query sees (those hold NaN here), and the rewrite leaves no mask in the graph."""
+"""Attention by structure (compile_passes/windows.py): the window ops equal zoo_ref's masked attention over
+causal_mask, never read a slot no query sees (those hold NaN here), the segment op equals attention over the
+vision's block-diagonal mask, and the rewrite leaves no mask in the graph."""
 import pytest
 import torch
 from hypothesis import given, settings
@@ -10,6 +11,7 @@ from compile_passes import ZooPassManager
 from compile_passes.windows import attend_by_window, masks_left, prompt_mask, window_mask
 from zoo_ref.decoder import causal_mask, token_window
 from zoo_ref.layers import attention
+from zoo_ref.qwen3_vl.vision import mask_of_segments
 
 
 @st.composite
@@ -113,3 +115,18 @@ def test_outputs_are_laid_out_for_the_output_projection(op):
     out = (torch.ops.zoo.prompt_attention(q, k, v, start, end, 0.5, True) if op == "prompt" else
            torch.ops.zoo.window_attention(q, k, v, start, end, torch.arange(3), 0.5))
     assert out.shape == (2, 2, 3, 4) and out.transpose(1, 2).is_contiguous()
+
+
+@settings(max_examples=20, deadline=None)
+@given(lengths=st.lists(st.integers(1, 12), min_size=1, max_size=4), heads=st.sampled_from([1, 3]),
+       seed=st.integers(0, 99))
+def test_segment_attention_equals_reference(lengths, heads, seed):
+    """Vision: each frame's patches attend among themselves; q/k/v are views of one [N, 3, H, D] projection."""
+    g = torch.Generator().manual_seed(seed)
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()])
+    n = int(cu[-1])
+    q, k, v = (t.transpose(0, 1)[None] for t in torch.randn(n, 3, heads, 8, generator=g).unbind(1))
+    want = attention(q, k, v, mask_of_segments(cu, n), 0.3)
+    out = torch.ops.zoo.segment_attention(q, k, v, cu, max(lengths), 0.3)
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-6)
+    assert out.transpose(1, 2).is_contiguous()

@@ -59,7 +59,7 @@ def test_every_site_replaced_and_no_recompiles(models):
         assert counts["attention"] == layers, (name, counts)
         assert counts["rope"] == layers and counts["rope_unpaired"] == 0, (name, counts)
         assert counts["linears"] == (0 if name == "vision" else 2 * text), (name, counts)  # q/k/v, gate/up
-        assert counts["attention_window"] == (0 if name == "vision" else text), (name, counts)
+        assert counts["attention_window"] == layers, (name, counts)  # windows (text), segments (vision)
         assert counts["masks_built"] == 0, (name, counts)
     assert {name for name, _ in report.per_graph} >= {"vision", "prefill[b=1]", "decode[b=1]"}
     # One graph each. Vision may hold two: Dynamo specializes a first image of one merged token (size 1).

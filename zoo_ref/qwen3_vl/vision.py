@@ -104,11 +104,22 @@ def patch_coordinates(grid_thw, merge: int):
     return torch.cat(rows).to(grid_thw.device), torch.cat(cols).to(grid_thw.device)
 
 
+def segment_bounds(grid_thw):
+    """Where each frame (t slice) of each image/video starts in the patch sequence: cu_seqlens [frames + 1]."""
+    lengths = (grid_thw[:, 1] * grid_thw[:, 2]).repeat_interleave(grid_thw[:, 0])
+    return torch.cat([lengths.new_zeros(1), lengths.cumsum(0)])
+
+
+def mask_of_segments(cu_seqlens, size: int):
+    """Block-diagonal mask [1, 1, size, size] of the segments [cu[i], cu[i+1]): each attends only to itself."""
+    seg = torch.searchsorted(cu_seqlens, torch.arange(size, device=cu_seqlens.device), right=True)
+    return (seg[:, None] == seg[None, :])[None, None]
+
+
 def segment_mask(grid_thw):
     """Block-diagonal mask [1, 1, N, N]: each frame (t slice) of each image/video attends only to itself."""
-    lengths = (grid_thw[:, 1] * grid_thw[:, 2]).repeat_interleave(grid_thw[:, 0])
-    seg = torch.arange(len(lengths), device=grid_thw.device).repeat_interleave(lengths)
-    return (seg[:, None] == seg[None, :])[None, None]
+    cu = segment_bounds(grid_thw)
+    return mask_of_segments(cu, int(cu[-1]))
 
 
 class VisionModel(nn.Module):
@@ -128,6 +139,10 @@ class VisionModel(nn.Module):
         """Everything that depends only on the grids (index math): patch rows/cols, the 4 bilinear taps and
         weights into the learned position table (align-corners resampling of side x side to each h x w),
         and the per-frame attention mask."""
+        return (*self.positions_layout(grid_thw), segment_mask(grid_thw))
+
+    def positions_layout(self, grid_thw):
+        """layout() without the mask: rows, cols, taps, weights."""
         rows, cols = patch_coordinates(grid_thw, self.c.spatial_merge_size)
         hw = grid_thw[:, 1:].repeat_interleave(grid_thw.prod(-1), dim=0).float()  # [N, 2] (h, w) per patch
 
@@ -140,7 +155,7 @@ class VisionModel(nn.Module):
         c0, c1, fc = axis(cols, hw[:, 1])
         taps = torch.stack([r0 * self.side + c0, r0 * self.side + c1, r1 * self.side + c0, r1 * self.side + c1], 1)
         weights = torch.stack([(1 - fr) * (1 - fc), (1 - fr) * fc, fr * (1 - fc), fr * fc], 1)  # [N, 4] fp32
-        return rows, cols, taps, weights, segment_mask(grid_thw)
+        return rows, cols, taps, weights
 
     def forward(self, pixels, grid_thw):
         """pixels: [N, patch_dim]; grid_thw: [n, 3] -> (tokens [N/4, out], [deepstack_i [N/4, out]])."""
