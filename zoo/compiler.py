@@ -11,6 +11,7 @@ exactly its number of true recompiles, and no process-wide Dynamo limit has to b
 import functools
 import itertools
 import logging
+import sys
 import time
 import types
 from collections import Counter
@@ -38,6 +39,14 @@ def _own_code(fn, name: str):
     return types.FunctionType(code, call.__globals__, code.co_name, call.__defaults__, call.__closure__)
 
 
+def _progress(name: str):
+    """A one-step bar per graph ("zoo: compiling prefill[b=8]", then its time) in terminals and notebooks; nothing
+    when stderr is a pipe or file (CI logs keep the logging line instead)."""
+    from tqdm.auto import tqdm
+    shown = sys.stderr.isatty() or "ipykernel" in sys.modules
+    return tqdm(total=1, desc=f"zoo: compiling {name}", bar_format="{desc} ({elapsed})", disable=not shown)
+
+
 class Compiler:
     def __init__(self, passes=("attention", "rope", "linears"), cache_dir=None):
         self.manager = ZooPassManager(passes)
@@ -53,6 +62,7 @@ class Compiler:
             mark = self.manager.checkpoint()
             start = time.perf_counter()
             caching = self.cache_dir is not None
+            bar = _progress(name)
             try:
                 with inductor_cache_dir(self.cache_dir), torch._functorch.config.patch(enable_autograd_cache=caching):
                     compiled = compile_fx(gm, example_inputs, config_patches={
@@ -61,6 +71,7 @@ class Compiler:
                 # Dynamo may abandon this attempt and trace again (with dynamic=True it restarts once to
                 # specialize float constants such as LayerNorm eps): count only the graph that is kept.
                 self.manager.rollback(mark)
+                bar.close()
                 raise
             hit = self._record(gm, name, mark)
             self.graphs[name] += 1
@@ -68,6 +79,9 @@ class Compiler:
             self.from_cache[name] = hit
             log.info("zoo: compiled %s (graph %d) in %.1f s%s", name, self.graphs[name], time.perf_counter() - start,
                      " (from the cache)" if hit else "")
+            bar.set_description_str(f"zoo: {name} {'loaded from the cache' if hit else 'compiled'}")
+            bar.update()
+            bar.close()
             return compiled
         compiled = torch.compile(_own_code(fn, name), backend=backend, fullgraph=True, dynamic=dynamic)
         if dynamic is not True:
