@@ -11,7 +11,7 @@ from torch import nn
 
 from .errors import ConfigError
 from .layers import RMSNorm, activation, apply_rotary, attention
-from .rope import YarnConfig, parse_rope
+from .rope import ScaledRope, YarnConfig, parse_rope
 
 
 @dataclass
@@ -30,7 +30,7 @@ class DecoderConfig:
     qkv_bias: bool = False   # Qwen2: True
     o_bias: bool = False
     qk_norm: bool = True     # Qwen3: per-head RMSNorm of q and k before RoPE; Qwen2: none
-    yarn: YarnConfig | None = None
+    yarn: YarnConfig | ScaledRope | None = None  # RoPE scaling: YaRN, or linear / llama3
     sliding_window: int | None = None  # keys a "sliding_attention" layer sees: the last `sliding_window` slots
     layer_types: tuple[str, ...] | None = None  # per layer "full_attention" / "sliding_attention" (None: all full)
     tie_word_embeddings: bool = False
@@ -41,7 +41,13 @@ class DecoderConfig:
 def decoder_config_dict(c: DecoderConfig, model_type: str, architecture: str) -> dict:
     """A transformers config.json dict for a DecoderConfig (5.x rope_parameters; 4.57 reads rope_theta too)."""
     rope = {"rope_type": "default", "rope_theta": c.rope_theta}
-    if c.yarn is not None:
+    if isinstance(c.yarn, ScaledRope):
+        s = c.yarn
+        rope.update(rope_type=s.rope_type, factor=s.factor)
+        if s.rope_type == "llama3":
+            rope.update(low_freq_factor=s.low_freq_factor, high_freq_factor=s.high_freq_factor,
+                        original_max_position_embeddings=s.original_max_position_embeddings)
+    elif c.yarn is not None:
         y = c.yarn
         rope.update(rope_type="yarn", factor=y.factor,
                     original_max_position_embeddings=y.original_max_position_embeddings, beta_fast=y.beta_fast,
@@ -67,7 +73,8 @@ def require(d: dict, keys, where: str):
         raise ConfigError(f"{where} is missing required field(s): {', '.join(missing)}")
 
 
-def decoder_fields(d: dict, where: str, *, head_dim=None, qkv_bias=None, qk_norm=True, rope_types=("default", "yarn")):
+def decoder_fields(d: dict, where: str, *, head_dim=None, qkv_bias=None, qk_norm=True,
+                   rope_types=("default", "yarn", "linear", "llama3")):
     """The DecoderConfig fields of a transformers text config dict (4.57 and 5.x spellings).
     head_dim: the family's default when the dict has none (else hidden_size / num_attention_heads);
     qkv_bias: fixed by the family (Qwen2: True) or None to read attention_bias."""

@@ -29,6 +29,17 @@ class YarnConfig:
     truncate: bool = True
 
 
+@dataclass(frozen=True)
+class ScaledRope:
+    """transformers' "linear" (every frequency / factor) and "llama3" (low frequencies / factor, high ones kept, a
+    smooth band between) RoPE scaling; both static, cos/sin unscaled."""
+    rope_type: str
+    factor: float
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_max_position_embeddings: int = 8192
+
+
 def inv_freq(dim: int, theta: float):
     return 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
 
@@ -41,6 +52,12 @@ def parse_rope(d: dict, default_theta: float = 10000.0, supported=("default", "y
     if rope_type not in supported:
         raise RopeConfigError(f"unsupported rope_type {rope_type!r} (supported: {', '.join(map(repr, supported))})")
     yarn = None
+    if rope_type in ("linear", "llama3"):
+        if rope.get("factor") is None:
+            raise RopeConfigError(f"{rope_type} rope scaling needs a factor")
+        original = rope.get("original_max_position_embeddings") or d.get("max_position_embeddings") or 8192
+        yarn = ScaledRope(rope_type, float(rope["factor"]), float(rope.get("low_freq_factor", 1.0)),
+                          float(rope.get("high_freq_factor", 4.0)), int(original))
     if rope_type == "yarn":
         max_pos = d.get("max_position_embeddings")
         original = rope.get("original_max_position_embeddings") or max_pos
@@ -63,10 +80,12 @@ def yarn_mscale(scale, mscale=1.0):
 
 
 def rope_inv_freq(dim: int, base: float, yarn: YarnConfig | None):
-    """-> (inv_freq [dim / 2] fp32, attention_factor that scales cos/sin)."""
+    """-> (inv_freq [dim / 2] fp32, attention_factor that scales cos/sin). yarn: a YarnConfig, a ScaledRope or None."""
     pos_freqs = base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim)
     if yarn is None:
         return 1.0 / pos_freqs, 1.0
+    if isinstance(yarn, ScaledRope):
+        return scaled_inv_freq(1.0 / pos_freqs, yarn), 1.0
     y = yarn
 
     def correction_dim(rotations):  # the dim whose wavelength fits `rotations` times in the original context
@@ -88,6 +107,20 @@ def rope_inv_freq(dim: int, base: float, yarn: YarnConfig | None):
     else:
         attention_factor = yarn_mscale(y.factor)
     return freq, float(attention_factor)
+
+
+def scaled_inv_freq(freq, s: ScaledRope):
+    if s.rope_type == "linear":
+        return freq / s.factor
+    wavelen = 2 * math.pi / freq  # llama3: by wavelength against the original context
+    low_wavelen = s.original_max_position_embeddings / s.low_freq_factor
+    high_wavelen = s.original_max_position_embeddings / s.high_freq_factor
+    scaled = torch.where(wavelen > low_wavelen, freq / s.factor, freq)
+    smooth = (s.original_max_position_embeddings / wavelen - s.low_freq_factor) / (s.high_freq_factor
+                                                                                  - s.low_freq_factor)
+    smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled
+    medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    return torch.where(medium, smoothed, scaled)
 
 
 class Rotary(nn.Module):
