@@ -7,19 +7,24 @@ block-diagonal mask from them through zoo::segment_mask, which the attention pas
 import torch
 
 from compile_passes.windows import segment_mask
+from zoo_ref.errors import InputError
 from zoo_ref.qwen3_vl import Qwen3VLForConditionalGeneration
 from zoo_ref.qwen3_vl.vision import segment_bounds
 
 from .cuda_graphs import StaticBuffers
+from .encoder_cache import EncoderCache
 from .registry import register
 from .runtime import CompiledDecoder
 
 
 @register(Qwen3VLForConditionalGeneration)
 class CompiledQwen3VL(CompiledDecoder):
-    def __init__(self, model, *args, **kwargs):
+    def __init__(self, model, *args, encoder_cache_mb=256, **kwargs):
         self._layouts, self._vision_inputs = {}, {}  # per distinct image/video grids
         super().__init__(model, *args, **kwargs)
+        if isinstance(encoder_cache_mb, bool) or not isinstance(encoder_cache_mb, (int, float)) or encoder_cache_mb < 0:
+            raise InputError(f"encoder_cache_mb must be a number >= 0 (0: no cache), got {encoder_cache_mb!r}")
+        self.encoder_cache = EncoderCache(int(encoder_cache_mb * 2 ** 20)) if encoder_cache_mb else None
         self._vision = self.compiler(self._vision_fn, "vision", dynamic=True)
 
     def _vision_fn(self, pixels, rows, cols, taps, weights, cu_seqlens, max_len: int):
@@ -40,6 +45,13 @@ class CompiledQwen3VL(CompiledDecoder):
 
     @torch.no_grad()
     def encode_vision(self, pixels, grid_thw):
+        """Vision features of a call's images/videos: from the content-keyed cache where seen before, the compiled
+        encoder for the rest."""
+        if self.encoder_cache is None:
+            return self._encode(pixels, grid_thw)
+        return self.encoder_cache.encode(self._encode, pixels, grid_thw, self.config.vision.spatial_merge_size)
+
+    def _encode(self, pixels, grid_thw):
         """The compiled vision encoder; on GPU one CUDA graph per distinct set of grids (layout memoized)."""
         key = tuple(map(tuple, grid_thw.tolist()))
         if key not in self._layouts:  # the reference's layout, its mask replaced by the frames' bounds

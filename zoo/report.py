@@ -14,6 +14,7 @@ class Report:
     compile_seconds: dict = field(default_factory=dict)  # compiled function -> seconds compiling its graphs
     from_cache: dict = field(default_factory=dict)  # compiled function -> loaded from the persistent cache
     cache_dir: str | None = None
+    encoder_cache: dict | None = None  # Qwen3-VL: {"hits", "misses", "bytes", "entries"} of the vision feature cache
 
     def __str__(self):
         lines = ["zoo.explain", "", "pass                    sites (max over graphs)"]
@@ -26,6 +27,8 @@ class Report:
         lines += [f"  {name:<22}{n}  {self.compile_seconds.get(name, 0):6.1f} s  "
                   f"{'cache' if self.from_cache.get(name) else 'compiled'}" for name, n in self.graphs.items()]
         lines += [f"compile cache: {self.cache_dir or 'off'}"]
+        if self.encoder_cache is not None:
+            lines += [f"vision feature cache: {self.encoder_cache}"]
         lines += ["", f"graph breaks: {self.graph_breaks} (fullgraph=True: a break is an error)",
                   f"CUDA graphs live: {self.cuda_graphs}"]
         return "\n".join(lines)
@@ -45,4 +48,5 @@ def explain(compiled) -> Report:
     return Report(counts=dict(counts), sites=dict(sites), graphs=dict(c.graphs), graph_breaks=0,
                   cuda_graphs=len(graphs) if graphs is not None else 0, per_graph=list(manager.log),
                   compile_seconds=dict(c.seconds), from_cache=dict(c.from_cache),
-                  cache_dir=str(c.cache_dir) if c.cache_dir is not None else None)
+                  cache_dir=str(c.cache_dir) if c.cache_dir is not None else None,
+                  encoder_cache=cache.stats() if (cache := getattr(compiled, "encoder_cache", None)) else None)
