@@ -90,6 +90,12 @@ def check():
     return out
 
 
+def add_row(rows, row, percent_of_floor):
+    row["zoo % of floor"] = percent_of_floor
+    rows.append(row)
+    print(row, flush=True)
+
+
 def vision_table(flops):
     """Vision encoder attention, one layer (16 heads, d 64): one 1792x1792 image (12,544 patches) and 8 images of
     448x448 (784 each) in one call; before: a dense [1, 1, N, N] block-diagonal mask."""
@@ -105,9 +111,7 @@ def vision_table(flops):
                "zoo segment_attention ms": ms(lambda: torch.ops.zoo.segment_attention(q, k, v, cu, max(lengths),
                                                                                       0.125)),
                "before: dense block mask ms": ms(lambda: _sdpa(q, k, v, mask, 0.125))}
-        row["zoo % of floor"] = 100 * floor / row["zoo segment_attention ms"]
-        rows.append(row)
-        print(row, flush=True)
+        add_row(rows, row, 100 * floor / row["zoo segment_attention ms"])
     return rows
 
 
@@ -127,13 +131,9 @@ def prompt_table(flops, lengths):
         if t <= 8192:  # the mask path zoo had: over a 32k static buffer (S = 32768), K/V repeated per head
             s = 32768
             kb, vb = (torch.randn(1, HKV, s, D, device="cuda", dtype=torch.bfloat16) for _ in range(2))
-            valid = torch.zeros(1, s, dtype=torch.bool, device="cuda")
-            valid[:, :t] = True
             mask = window_mask(start, end, torch.arange(t, device="cuda"), s)
             row["old masked over 32k buffer ms"] = ms(lambda: _sdpa(q, kb, vb, mask, D ** -0.5))
-        row["zoo % of floor"] = 100 * floor / row["zoo unpadded ms"]
-        rows.append(row)
-        print(row, flush=True)
+        add_row(rows, row, 100 * floor / row["zoo unpadded ms"])
     return rows
 
 
@@ -151,9 +151,7 @@ def decode_table(bandwidth, cases):
                    lambda: torch.ops.zoo.window_attention(q, kc, vc, start, end, slot, D ** -0.5)),
                "sdpa on sliced history us": 1e3 * ms(lambda: F.scaled_dot_product_attention(
                    q, kc[:, :, :history], vc[:, :, :history], enable_gqa=True))}
-        row["zoo % of floor"] = 100 * floor / row["zoo window_attention us (CUDA graph)"]
-        rows.append(row)
-        print(row, flush=True)
+        add_row(rows, row, 100 * floor / row["zoo window_attention us (CUDA graph)"])
     return rows
 
 

@@ -60,13 +60,18 @@ def _sdpa(q, k, v, mask, scale):
     return torch.where(mask.any(-1, keepdim=True), out, 0)  # no visible key: zeros, as zoo_ref
 
 
+def bthd(out):
+    """[B, H, T, D] with [B, T, H, D] memory: what the output projection reads without a copy. Every zoo attention
+    op returns this layout (their fake tensors say so)."""
+    return out.transpose(1, 2).contiguous().transpose(1, 2)
+
+
 @torch.library.custom_op("zoo::attention", mutates_args=())
 def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float) -> Tensor:
     """Masked GQA softmax attention: q [B, H, T, D], k/v [B, Hkv, S, D(v)], mask bool [B, 1, T, S] ->
     [B, H, T, Dv] with [B, T, H, Dv] memory (zoo_ref.layers.attention) through SDPA's fused kernels. Text decoders
     never run it: their masks come from a token window, and windows.attend_by_window swaps it out."""
-    out = _sdpa(q, k, v, mask, scale)
-    return out.transpose(1, 2).contiguous().transpose(1, 2)
+    return bthd(_sdpa(q, k, v, mask, scale))
 
 
 @attention.register_fake

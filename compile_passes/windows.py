@@ -25,12 +25,7 @@ from torch import Tensor
 from zoo_ref.decoder import window_mask as _window_mask
 from zoo_ref.qwen3_vl.vision import mask_of_segments
 
-from .ops import _sdpa
-
-
-def _bthd(out):
-    """[B, H, T, D] with [B, T, H, D] memory: what the output projection reads without a copy."""
-    return out.transpose(1, 2).contiguous().transpose(1, 2)
+from .ops import _sdpa, bthd
 
 
 def _empty_bthd(q, dv):
@@ -54,7 +49,18 @@ def prompt_mask(key_start: Tensor, key_end: Tensor, size: int, padded: bool) -> 
     """The mask of a prompt written from slot 0: `size` queries at slots 0..size-1 over those slots.
     padded=False is the caller's promise that every window is the whole prompt ([0, size)): then the attention
     is plain causal (the kernels pick a faster path); it does not change the mask."""
+    return _prompt_window_mask(key_start, key_end, size)
+
+
+def _prompt_window_mask(key_start, key_end, size):
+    """window_mask for `size` queries at slots 0..size-1 over those slots."""
     return _window_mask(key_start, key_end, torch.arange(size, device=key_start.device), size)
+
+
+def _flash_fits(q, k, v) -> bool:
+    """What torch's FlashAttention varlen takes: fp16/bf16, one head dim <= 256 for q/k/v, GQA groups."""
+    d = q.shape[-1]
+    return q.dtype in (torch.float16, torch.bfloat16) and d == v.shape[-1] <= 256 and q.shape[1] % k.shape[1] == 0
 
 
 @prompt_mask.register_fake
@@ -63,7 +69,7 @@ def _(key_start, key_end, size, padded):
 
 
 def _masked(q, k, v, mask, scale):
-    return _bthd(_sdpa(q, k, v, mask, scale))
+    return bthd(_sdpa(q, k, v, mask, scale))
 
 
 @torch.library.custom_op("zoo::window_attention", mutates_args=())
@@ -103,14 +109,13 @@ def prompt_attention(q: Tensor, k: Tensor, v: Tensor, key_start: Tensor, key_end
     copies."""
     if not padded:
         return _causal(q, k, v, scale)
-    t = q.shape[2]
-    return _masked(q, k, v, _window_mask(key_start, key_end, torch.arange(t, device=q.device), t), scale)
+    return _masked(q, k, v, _prompt_window_mask(key_start, key_end, q.shape[2]), scale)
 
 
 def _causal(q, k, v, scale):
     out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale,
                                                            enable_gqa=q.shape[1] != k.shape[1])
-    return _bthd(out)
+    return bthd(out)
 
 
 @prompt_attention.register_fake
@@ -123,8 +128,8 @@ def _prompt_attention_cuda(q, k, v, key_start, key_end, scale, padded):
     b, h, t, d = q.shape
     if not padded:
         return _causal(q, k, v, scale)
-    if q.dtype not in (torch.float16, torch.bfloat16) or d != v.shape[-1] or d > 256 or h % k.shape[1]:
-        return _masked(q, k, v, _window_mask(key_start, key_end, torch.arange(t, device=q.device), t), scale)
+    if not _flash_fits(q, k, v):
+        return _masked(q, k, v, _prompt_window_mask(key_start, key_end, t), scale)
     # Pack the rows ([B, T] -> B*T tokens) and cut each into three causal segments: padding before its window,
     # its tokens, padding after. Every token segment attends causally to itself only; padding segments compute
     # garbage that is zeroed below. q is a transposed view of [B, T, H, D]: packing it is free; k/v are cache
@@ -135,7 +140,7 @@ def _prompt_attention_cuda(q, k, v, key_start, key_end, scale, padded):
 
     def pack(x):  # [B, heads, T, D] -> [B*T, heads, D]
         return x.transpose(1, 2).reshape(b * t, x.shape[1], x.shape[-1])
-    out = flash_varlen_causal(pack(q), pack(k), pack(v), cu, t, scale).view(b, t, h, d)
+    out = flash_varlen(pack(q), pack(k), pack(v), cu, t, scale, causal=True).view(b, t, h, d)
     slots = torch.arange(t, device=q.device)
     inside = (slots >= key_start[:, None]) & (slots < key_end[:, None])  # [B, T]
     return torch.where(inside[:, :, None, None], out, 0).transpose(1, 2)
@@ -150,7 +155,7 @@ def _varlen_spelling():
     return varlen_attn, causal, "enable_gqa" in params, "scale" in params
 
 
-def flash_varlen_causal(q, k, v, cu_seqlens, max_len, scale, causal=True):
+def flash_varlen(q, k, v, cu_seqlens, max_len, scale, causal: bool):
     """torch's FlashAttention varlen, causal or not, GQA in the kernel (torch 2.11 has no enable_gqa flag and needs
     none)."""
     varlen_attn, kwargs, takes_gqa, takes_scale = _varlen_spelling()
@@ -196,31 +201,34 @@ def _(q, k, v, cu_seqlens, max_len, scale):
 
 @segment_attention.register_kernel("cuda")
 def _segment_attention_cuda(q, k, v, cu_seqlens, max_len, scale):
-    _, h, n, d = q.shape
+    n = q.shape[2]
     if max_len == n:  # one segment (one image frame): plain attention, SDPA's fastest kernel (cuDNN on the H100)
-        return _bthd(torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=scale,
-                                                                      enable_gqa=h != k.shape[1]))
-    if q.dtype not in (torch.float16, torch.bfloat16) or d != v.shape[-1] or d > 256 or h % k.shape[1]:
+        return bthd(torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=scale,
+                                                                     enable_gqa=q.shape[1] != k.shape[1]))
+    if not _flash_fits(q, k, v):
         return _masked(q, k, v, mask_of_segments(cu_seqlens, n), scale)
 
     def pack(x):  # [1, heads, N, D] (a view of [N, heads, D]) -> [N, heads, D]
         return x[0].transpose(0, 1)
-    out = flash_varlen_causal(pack(q), pack(k), pack(v), cu_seqlens.to(torch.int32), max_len, scale, causal=False)
+    out = flash_varlen(pack(q), pack(k), pack(v), cu_seqlens.to(torch.int32), max_len, scale, causal=False)
     return out[None].transpose(1, 2)
+
+
+# each structure mask op -> the attention op that takes the structure instead
+MASK_OPS = {torch.ops.zoo.window_mask.default: torch.ops.zoo.window_attention.default,
+            torch.ops.zoo.prompt_mask.default: torch.ops.zoo.prompt_attention.default,
+            torch.ops.zoo.segment_mask.default: torch.ops.zoo.segment_attention.default}
 
 
 def attend_by_window(graph: torch.fx.Graph) -> list:
     """zoo::attention over a window / prompt / segment mask -> zoo::window_attention / zoo::prompt_attention /
     zoo::segment_attention; masks left without users are erased. Returns the new nodes."""
-    mask_ops = {torch.ops.zoo.window_mask.default: torch.ops.zoo.window_attention.default,
-                torch.ops.zoo.prompt_mask.default: torch.ops.zoo.prompt_attention.default,
-                torch.ops.zoo.segment_mask.default: torch.ops.zoo.segment_attention.default}
     rewritten = []
     for node in list(graph.nodes):
         if node.op != "call_function" or node.target is not torch.ops.zoo.attention.default:
             continue
         q, k, v, mask, scale = node.args
-        if not isinstance(mask, torch.fx.Node) or mask.target not in mask_ops:
+        if not isinstance(mask, torch.fx.Node) or mask.target not in MASK_OPS:
             continue
         if mask.target is torch.ops.zoo.window_mask.default:
             args = (q, k, v, *mask.args[:3], scale)
@@ -229,20 +237,18 @@ def attend_by_window(graph: torch.fx.Graph) -> list:
         else:
             args = (q, k, v, *mask.args[:2], scale, mask.args[3])  # + padded
         with graph.inserting_before(node):
-            new = graph.call_function(mask_ops[mask.target], args)
+            new = graph.call_function(MASK_OPS[mask.target], args)
         # same output (shape, dtype, strides) and layer; not the old call's recorded inputs (eager_input_vals)
         new.meta.update({key: node.meta[key] for key in ("val", "nn_module_stack", "stack_trace") if key in node.meta})
         node.replace_all_uses_with(new)
         graph.erase_node(node)
         rewritten.append(new)
     for node in list(graph.nodes):
-        if node.op == "call_function" and node.target in mask_ops and not node.users:
+        if node.op == "call_function" and node.target in MASK_OPS and not node.users:
             graph.erase_node(node)
     return rewritten
 
 
 def masks_left(graph: torch.fx.Graph) -> int:
     """Window/prompt/segment masks still built in the graph (an attention site the rewrite did not reach)."""
-    return sum(n.op == "call_function" and n.target in (torch.ops.zoo.window_mask.default,
-                                                        torch.ops.zoo.prompt_mask.default,
-                                                        torch.ops.zoo.segment_mask.default) for n in graph.nodes)
+    return sum(n.op == "call_function" and n.target in MASK_OPS for n in graph.nodes)

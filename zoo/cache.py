@@ -86,6 +86,11 @@ class PassRecords:
         return record["counts"], Counter({(name, site): n for name, site, n in record["sites"]})
 
 
+def _existing_dir(cache_dir) -> Path:
+    """The directory export/import works on: cache_dir, or the default one when it is None or False."""
+    return resolve_cache_dir(None if cache_dir is False else cache_dir)
+
+
 def export_cache(path, cache_dir=None):
     """Write what this process compiled (torch's cache artifacts: FX graphs, AOTAutograd entries, Triton kernels) and
     zoo's pass records into one file that `import_cache` installs elsewhere (`python -m zoo warmup` builds one)."""
@@ -93,7 +98,7 @@ def export_cache(path, cache_dir=None):
     if artifacts is None:
         raise InputError("nothing was compiled in this process: compile and run the model before exporting")
     data, _ = artifacts
-    records = PassRecords(resolve_cache_dir(cache_dir) or resolve_cache_dir(None))
+    records = PassRecords(_existing_dir(cache_dir))
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
         z.writestr("torch_cache_artifacts.bin", data)
         for f in sorted(records.dir.glob("*.json")):
@@ -104,7 +109,7 @@ def export_cache(path, cache_dir=None):
 def import_cache(path, cache_dir=None) -> Path:
     """Install an `export_cache` file into the cache directory (default: $ZOO_CACHE_DIR or ~/.cache/zoo): the next
     zoo.compile of the same model and settings loads its graphs instead of compiling them."""
-    target = resolve_cache_dir(cache_dir) or resolve_cache_dir(None)
+    target = _existing_dir(cache_dir)
     records = PassRecords(target)
     try:
         z = zipfile.ZipFile(path)

@@ -74,10 +74,11 @@ class Compiler:
                 bar.close()
                 raise
             hit = self._record(gm, name, mark)
+            seconds = time.perf_counter() - start
             self.graphs[name] += 1
-            self.seconds[name] += time.perf_counter() - start
+            self.seconds[name] += seconds
             self.from_cache[name] = hit
-            log.info("zoo: compiled %s (graph %d) in %.1f s%s", name, self.graphs[name], time.perf_counter() - start,
+            log.info("zoo: compiled %s (graph %d) in %.1f s%s", name, self.graphs[name], seconds,
                      " (from the cache)" if hit else "")
             bar.set_description_str(f"zoo: {name} {'loaded from the cache' if hit else 'compiled'}")
             bar.update()

@@ -90,8 +90,9 @@ class EncoderCache:
             if entry is not None:
                 found[key] = entry
         missing = list(dict.fromkeys(k for k in keys if k not in found))  # each new item encoded once
-        self.hits += sum(k in found for k in keys)
-        self.misses += len(keys) - sum(k in found for k in keys)
+        hits = sum(k in found for k in keys)
+        self.hits += hits
+        self.misses += len(keys) - hits
         if missing:
             rows = [keys.index(k) for k in missing]
             merged, levels = encoder(torch.cat([chunks[i] for i in rows]), grid_thw[rows])

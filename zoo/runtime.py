@@ -35,6 +35,7 @@ class Prompt(NamedTuple):
     x: torch.Tensor           # [bucket, T, hidden] embeddings
     positions: torch.Tensor   # the rotary module's positions ([bucket, T] or [3, bucket, T])
     levels: torch.Tensor      # [levels, bucket, T, hidden] deepstack features (0 levels for text models)
+    valid: torch.Tensor       # bool [bucket, T]: the tokens (padding rows of the bucket: all)
     key_start: torch.Tensor   # [bucket] each row's tokens fill cache slots [key_start, key_end)
     key_end: torch.Tensor     # [bucket]
     padded: bool              # some row's window is not the whole prompt (a graph of its own: see _prefill_fn)
@@ -188,9 +189,10 @@ class CompiledDecoder:
         x = torch.cat([x, x.new_zeros(pad, t, x.shape[-1])])
         dummy_pos, _ = self.model.rope_positions(input_ids.new_zeros(pad, t), valid.new_ones(pad, t))
         positions = torch.cat([positions, dummy_pos], dim=-2)  # batch is the second-to-last dim
-        key_start, key_end = token_window(torch.cat([valid, valid.new_ones(pad, t)]))
+        valid = torch.cat([valid, valid.new_ones(pad, t)])
         ids = torch.cat([input_ids, input_ids.new_zeros(pad, t)])
-        return Prompt(bucket, ids, x, positions, levels, key_start, key_end, not bool(valid.all()), next_pos)
+        key_start, key_end = token_window(valid)
+        return Prompt(bucket, ids, x, positions, levels, valid, key_start, key_end, not bool(valid.all()), next_pos)
 
     def _prefill(self, bucket, all_logits, padded):
         key = (bucket, all_logits, padded)
@@ -238,9 +240,7 @@ class CompiledDecoder:
 
         state = self.states[bucket]
         state.key_start.copy_(p.key_start)
-        slots = torch.arange(t, device=self.device)
-        state.seen.copy_(seen_tokens(p.ids, (slots >= p.key_start[:, None]) & (slots < p.key_end[:, None]),
-                                     self.text.vocab_size))
+        state.seen.copy_(seen_tokens(p.ids, p.valid, self.text.vocab_size))
         for f in SamplingParams.FIELDS:  # padding rows run greedy
             getattr(state, f).copy_(getattr(DEFAULTS, f).expand(bucket))
             getattr(state, f)[:b] = getattr(params, f)
