@@ -1,18 +1,18 @@
 """Attention pass: zoo_ref's softmax attention -> fused kernels.
 
-- `zoo_ref.layers.attention` (text GQA over the static cache with per-row masks, vision per-image/frame
-  blocks, MLA naive 192/128) -> zoo::attention: on CUDA a Triton split-K GQA decode kernel for short
-  query runs (reads each kv head once per group, skips masked blocks), otherwise SDPA's fused
-  flash / memory-efficient kernels; on CPU SDPA's flash kernel.
+- `zoo_ref.layers.attention` (text GQA over the static cache, vision per-image/frame blocks, MLA naive 192/128)
+  -> zoo::attention (SDPA's fused kernels; stale slots zeroed first). Over a structure mask (a token window, a
+  prompt, vision segments) windows.attend_by_window swaps it for the op that takes the structure itself.
 - `zoo_ref.deepseek.latent_attention` (absorbed MLA, one 576/512 kv head for all query heads)
-  -> zoo::mla_latent_attention (Triton split-K decode kernel on CUDA).
+  -> zoo::mla_latent_attention; over the compiled MLA's `zoo::mla_mask`, windows.attend_by_window makes it
+  zoo::mla_window_attention (a FlashMLA-style Triton kernel on CUDA, driven by the rows' lengths).
 """
 import torch
 
 from zoo_ref.deepseek.mla import latent_attention
 from zoo_ref.layers import attention
 
-from . import ops  # noqa: F401  (registers torch.ops.zoo.*)
+from . import latent, ops  # noqa: F401  (registers torch.ops.zoo.*)
 from .patterns import Replacement
 
 

@@ -7,7 +7,7 @@ TRITON_INTERPRET=1).
 import torch
 from torch import Tensor
 
-from zoo_ref.deepseek.mla import latent_attention, token_slots, write_cache
+from zoo_ref.deepseek.mla import token_slots, write_cache
 from zoo_ref.layers import apply_rotary, rotate
 
 
@@ -77,25 +77,6 @@ def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float) -> Te
 @attention.register_fake
 def _(q, k, v, mask, scale):
     return q.new_empty(q.shape[0], q.shape[2], q.shape[1], v.shape[-1]).transpose(1, 2)
-
-
-@torch.library.custom_op("zoo::mla_latent_attention", mutates_args=())
-def mla_latent_attention(q_lat: Tensor, q_pe: Tensor, kv: Tensor, pe: Tensor, mask: Tensor, scale: float) -> Tensor:
-    """Absorbed MLA attention (see zoo_ref.deepseek.latent_attention). Fully masked queries give zeros; slots no
-    query sees are never read (zeroed first, see _visible)."""
-    kv, pe = (_visible(x[:, None], mask)[:, 0] for x in (kv, pe))
-    return latent_attention(q_lat, q_pe, kv, pe, mask, scale)
-
-
-@mla_latent_attention.register_fake
-def _(q_lat, q_pe, kv, pe, mask, scale):
-    return q_lat.new_empty(q_lat.shape)
-
-
-@mla_latent_attention.register_kernel("cuda")
-def _mla_latent_attention_cuda(q_lat, q_pe, kv, pe, mask, scale):
-    from .kernels.mla_decode import mla_decode_triton
-    return mla_decode_triton(q_lat, q_pe, kv, pe, mask, scale)
 
 
 @torch.library.custom_op("zoo::mla_cache_write_", mutates_args=("kv_cache", "pe_cache"))

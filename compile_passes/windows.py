@@ -25,6 +25,7 @@ from torch import Tensor
 from zoo_ref.decoder import window_mask as _window_mask
 from zoo_ref.qwen3_vl.vision import mask_of_segments
 
+from . import latent  # noqa: F401  (registers zoo::mla_mask, zoo::mla_window_attention)
 from .ops import _sdpa, bthd
 
 
@@ -214,30 +215,33 @@ def _segment_attention_cuda(q, k, v, cu_seqlens, max_len, scale):
     return out[None].transpose(1, 2)
 
 
-# each structure mask op -> the attention op that takes the structure instead
-MASK_OPS = {torch.ops.zoo.window_mask.default: torch.ops.zoo.window_attention.default,
-            torch.ops.zoo.prompt_mask.default: torch.ops.zoo.prompt_attention.default,
-            torch.ops.zoo.segment_mask.default: torch.ops.zoo.segment_attention.default}
+# (attention op, mask op) -> (the op that takes the structure instead, its args from the attention's and the mask's)
+REWRITES = {
+    (torch.ops.zoo.attention.default, torch.ops.zoo.window_mask.default):
+        (torch.ops.zoo.window_attention.default, lambda a, m: (*a[:3], *m[:3], a[4])),  # + slots
+    (torch.ops.zoo.attention.default, torch.ops.zoo.prompt_mask.default):
+        (torch.ops.zoo.prompt_attention.default, lambda a, m: (*a[:3], *m[:2], a[4], m[3])),  # + padded
+    (torch.ops.zoo.attention.default, torch.ops.zoo.segment_mask.default):
+        (torch.ops.zoo.segment_attention.default, lambda a, m: (*a[:3], *m[:2], a[4])),  # cu_seqlens, max_len
+    (torch.ops.zoo.mla_latent_attention.default, torch.ops.zoo.mla_mask.default):
+        (torch.ops.zoo.mla_window_attention.default, lambda a, m: (*a[:4], *m[:2], a[5])),  # start_pos, seq_lens
+}
+MASK_OPS = {mask for _, mask in REWRITES}
 
 
 def attend_by_window(graph: torch.fx.Graph) -> list:
-    """zoo::attention over a window / prompt / segment mask -> zoo::window_attention / zoo::prompt_attention /
-    zoo::segment_attention; masks left without users are erased. Returns the new nodes."""
+    """Attention over a structure mask (window / prompt / segment / MLA lengths) -> the op that takes the structure
+    (see REWRITES); masks left without users are erased. Returns the new nodes."""
     rewritten = []
     for node in list(graph.nodes):
-        if node.op != "call_function" or node.target is not torch.ops.zoo.attention.default:
+        if node.op != "call_function" or len(node.args) < 5:
             continue
-        q, k, v, mask, scale = node.args
-        if not isinstance(mask, torch.fx.Node) or mask.target not in MASK_OPS:
+        mask = node.args[-2]
+        if not isinstance(mask, torch.fx.Node) or (node.target, mask.target) not in REWRITES:
             continue
-        if mask.target is torch.ops.zoo.window_mask.default:
-            args = (q, k, v, *mask.args[:3], scale)
-        elif mask.target is torch.ops.zoo.segment_mask.default:
-            args = (q, k, v, *mask.args[:2], scale)  # cu_seqlens, max_len
-        else:
-            args = (q, k, v, *mask.args[:2], scale, mask.args[3])  # + padded
+        target, args = REWRITES[(node.target, mask.target)]
         with graph.inserting_before(node):
-            new = graph.call_function(MASK_OPS[mask.target], args)
+            new = graph.call_function(target, args(node.args, mask.args))
         # same output (shape, dtype, strides) and layer; not the old call's recorded inputs (eager_input_vals)
         new.meta.update({key: node.meta[key] for key in ("val", "nn_module_stack", "stack_trace") if key in node.meta})
         node.replace_all_uses_with(new)

@@ -1,20 +1,27 @@
 """Compiled MLA: the reference's call interface over the same latent cache, as one static-shape graph.
 
 Differences from zoo_ref's eager forward, none in the math: the cache write is one op (zoo::mla_cache_write_,
-padding writes nothing) instead of boolean indexing, and attention runs over the whole static cache with a
-mask instead of slicing to the longest row, so shapes never depend on data and decode never recompiles.
-Single-token calls (decode) replay a CUDA graph per (cache, mode) on GPU.
+padding writes nothing) instead of boolean indexing, and the mask comes from `zoo::mla_mask(start_pos, seq_lens)`
+over the whole static cache instead of slicing to the longest row, so shapes never depend on data and decode
+never recompiles. The attention pass turns absorbed attention over that mask into attention driven by the
+lengths (no mask built, only visible slots read); naive mode keeps the mask (its keys are expanded from the whole
+cache).
+On GPU, calls replay CUDA graphs, one per (cache, mode, query bucket): decode (T = 1), and prefill with lengths
+on the host, padded to the next power of two (the padding tokens are `seq_lens` padding: they write nothing and
+their outputs are dropped), so a prefill costs one launch instead of a few hundred.
 """
 import weakref
 
 import torch
 
-from zoo_ref.deepseek.mla import MLA, MLACache, attention_mask, raise_for_flags, to_device, token_slots, value_flags
+from zoo_ref.deepseek.mla import MLA, MLACache, raise_for_flags, to_device, token_slots, value_flags
 
 from .compiler import Compiler
 from .cuda_graphs import GraphRunner, StaticBuffers
 from .packing import PackedWeights
 from .registry import register
+
+GRAPH_MAX_T = 1024  # prefill longer than this runs the compiled graph directly (its launches are amortized)
 
 
 @register(MLA)
@@ -51,7 +58,7 @@ class CompiledMLA:
         q_nope, q_pe, latent, k_pe = mla.project(x, positions)
         write_lens = torch.where(flags.any(), torch.zeros_like(seq_lens), seq_lens)
         torch.ops.zoo.mla_cache_write_(kv, pe, latent, k_pe, start_pos, write_lens)
-        out = mla.attend(q_nope, q_pe, kv, pe, attention_mask(positions, valid, kv.shape[1]), mode)
+        out = mla.attend(q_nope, q_pe, kv, pe, torch.ops.zoo.mla_mask(start_pos, seq_lens, t, kv.shape[1]), mode)
         return mla.output(out, valid), flags
 
     def _absorb_step(self, x, kv, pe, start_pos, seq_lens):
@@ -84,32 +91,40 @@ class CompiledMLA:
         self.packed.check()
         lengths = to_device(torch.stack([start_pos, seq_lens]), x.device)  # [2, B]: start_pos, seq_lens
         step = self._steps[(mode, "decode" if t == 1 else "prefill")]
-        if not (self.cuda_graphs and t == 1):
+        bucket = 1 if t == 1 else max(2, 1 << (t - 1).bit_length())
+        if not (self.cuda_graphs and (t == 1 or (on_host and bucket <= GRAPH_MAX_T))):
             if t > 1:
                 torch._dynamo.mark_dynamic(x, 1)
             y, flags = step(x, cache.kv, cache.pe, lengths[0], lengths[1])
         else:
             # A graph bakes in the cache's addresses and shapes. Keyed by both, a cache allocated where a freed
             # one lived either matches it exactly or gets its own graph; a cache's graphs go when it does.
+            # Prefill pads x to the bucket: seq_lens (checked on the host against the real T) leaves the padding
+            # tokens out of the cache and the attention.
             while self._dead:
                 dead = self._dead.pop()
-                self._inputs.pop(dead, None)
-                self.graphs.drop(dead)
-            key = (mode, *((buf.data_ptr(), tuple(buf.shape), buf.stride()) for buf in (cache.kv, cache.pe)))
+                for key in [k for k in self._inputs if k[2:] == dead]:
+                    self._inputs.pop(key)
+                    self.graphs.drop(key)
+            cache_key = tuple((buf.data_ptr(), tuple(buf.shape), buf.stride()) for buf in (cache.kv, cache.pe))
+            key = (mode, bucket, *cache_key)
             if key not in self._inputs:
-                self._inputs[key] = StaticBuffers(x=x, lengths=lengths)
-                weakref.finalize(cache.kv, self._forget, key)
+                self._inputs[key] = StaticBuffers(x=x.new_zeros(b, bucket, x.shape[2]), lengths=lengths)
+                if bucket > 1:
+                    torch._dynamo.mark_dynamic(self._inputs[key].x, 1)  # one prefill graph for every bucket
+                weakref.finalize(cache.kv, self._forget, cache_key)
             inputs = self._inputs[key]
-            inputs.x.copy_(x)
+            inputs.x[:, :t].copy_(x)
+            inputs.x[:, t:].zero_()
             inputs.lengths.copy_(lengths)
             y, flags = self.graphs.run(key, step, inputs.x, cache.kv, cache.pe, inputs.lengths[0], inputs.lengths[1],
                                        state=inputs)
-            y = y.clone()
+            y = y[:, :t].clone()
         if not on_host:  # waits for the step: the one sync
             raise_for_flags(flags.tolist(), t, cache.max_len, start_pos, seq_lens)
         return y
 
     forward = __call__
 
-    def _forget(self, key):
-        self._dead.append(key)  # dropped at the next call, never from inside a capture (a GC can run there)
+    def _forget(self, cache_key):
+        self._dead.append(cache_key)  # dropped at the next call, never from inside a capture (a GC can run there)

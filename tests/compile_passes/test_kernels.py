@@ -12,10 +12,10 @@ DEVICE = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda"  # inter
 
 from compile_passes.kernels.cache_write import cache_write_triton  # noqa: E402
 from compile_passes.kernels.gqa_decode import gqa_window_decode_triton  # noqa: E402
-from compile_passes.kernels.mla_decode import mla_decode_triton  # noqa: E402
+from compile_passes.kernels.mla_latent import mla_latent_triton  # noqa: E402
 from compile_passes.kernels.rope import rope_triton  # noqa: E402
 from zoo_ref.decoder import window_mask  # noqa: E402
-from zoo_ref.deepseek.mla import latent_attention  # noqa: E402
+from zoo_ref.deepseek.mla import attention_mask, latent_attention, token_slots  # noqa: E402
 from zoo_ref.layers import attention, rotate  # noqa: E402
 
 
@@ -40,20 +40,27 @@ def test_rope_matches_zoo_ref_rotate(b, t, hq, hk, d, strided, seed):
     torch.testing.assert_close(k, want_k, rtol=1e-5, atol=1e-5)
 
 
-@settings(max_examples=15)
-@given(b=st.integers(1, 3), t=st.integers(1, 2), h=st.sampled_from([1, 4, 16, 20]), c=st.sampled_from([16, 32]),
-       r=st.sampled_from([8, 16]), s=st.integers(1, 70), splits=st.sampled_from([None, 1, 3]),
-       seed=st.integers(0, 999))
-def test_mla_decode_matches_latent_attention(b, t, h, c, r, s, splits, seed):
+@settings(max_examples=20)
+@given(b=st.integers(1, 3), t=st.integers(1, 3), h=st.sampled_from([1, 4, 20, 80]), c=st.sampled_from([16, 32]),
+       r=st.sampled_from([8, 16]), s=st.integers(3, 70), splits=st.sampled_from([None, 1, 3]),
+       block_h=st.sampled_from([16, 64]), data=st.data(), seed=st.integers(0, 999))
+def test_mla_latent_matches_reference_forward(b, t, h, c, r, s, splits, block_h, data, seed):
+    """The kernel == zoo_ref's forward (latent_attention over the slots up to the longest row, its mask), with NaN
+    in every slot beyond each row's length: those are never read."""
     g = torch.Generator().manual_seed(seed)
+    lens = torch.tensor(data.draw(st.lists(st.integers(0, t), min_size=b, max_size=b), label="seq_lens"))
+    starts = torch.tensor([data.draw(st.integers(0, s - int(n)), label="start") for n in lens])
     q_lat, q_pe = _rand(b, t, h, c, g=g), _rand(b, t, h, r, g=g)
     kv, pe = _rand(b, s, c, g=g), _rand(b, s, r, g=g)
-    mask = (torch.rand(b, 1, t, s, generator=g) < 0.6).to(DEVICE)
-    mask[0, 0, 0] = False  # a query that sees nothing gives zeros
-    want = latent_attention(q_lat, q_pe, kv, pe, mask, 0.3)
-    out = mla_decode_triton(q_lat, q_pe, kv, pe, mask, 0.3, n_splits=splits)
+    n = max(1, int((starts + lens).max()))
+    positions, valid = token_slots(starts, lens, t)
+    want = latent_attention(q_lat, q_pe, kv[:, :n], pe[:, :n], attention_mask(positions, valid, n).to(DEVICE), 0.3)
+    stale = (torch.arange(s)[None, :] >= (starts + lens)[:, None]).to(DEVICE)  # [B, S]
+    kv[stale], pe[stale] = float("nan"), float("nan")
+    out = mla_latent_triton(q_lat, q_pe, kv, pe, starts.to(DEVICE), lens.to(DEVICE), 0.3, block_h=block_h,
+                            block_n=16, n_splits=splits, min_span=16)
     torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-5)
-    assert torch.all(out[0, 0] == 0)
+    assert torch.all(out[~valid.to(DEVICE)] == 0)  # padding queries see nothing: zeros
 
 
 @settings(max_examples=20)

@@ -73,6 +73,9 @@ def test_sites_replaced_and_no_recompiles_in_decode(models):
     for name, counts in report.per_graph:
         assert counts["rope"] == 1 and counts["rope_unpaired"] == 0, (name, counts)
         assert counts["attention" if "naive" in name else "attention_mla_latent"] == 1, (name, counts)
+        # absorbed: driven by the lengths, no mask; naive keeps its mask (keys expanded from the whole cache)
+        assert (counts["attention_window"], counts["masks_built"]) == ((0, 1) if "naive" in name else (1, 0)), \
+            (name, counts)
         assert counts["linears"] == 1, (name, counts)  # q_a_proj + kv_a_proj_with_mqa: one mm
 
 

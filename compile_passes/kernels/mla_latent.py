@@ -1,0 +1,103 @@
+"""Absorbed-MLA attention over the latent cache, driven by each row's lengths (decode and prefill).
+
+One kv head of width C + R (512 + 64 for DeepSeek-V3/R1) serves all H query heads. Following FlashMLA, a program
+takes BLOCK_H = 64 heads of one query, so the score and value products are [64, 576] x [576, N] and [64, N] x
+[N, 512] tensor-core MMAs (wgmma on Hopper: M = 64 per warpgroup), and each kv tile, loaded once into shared
+memory, is both the key (with its rope part) and the value. The two head blocks of a query are neighbours in the
+grid, so the second reads the tile from L2. Query t of row b sits at slot start_pos[b] + t and sees slots
+0 .. start_pos[b] + t when t < seq_lens[b] (else nothing: zeros), as zoo_ref's attention_mask says; only those
+slots are read, no mask exists. The keys split over the grid's third axis only when the batch does not fill the
+GPU (split-KV); each split's range is computed on the device from the row's length (CUDA-graph safe), splits past
+it exit, and a merge reads only the splits used. With one split the kernel writes the output itself.
+Bound: at B = 128, history 4096 the kv bytes (604 MB: 0.20 ms at 3 TB/s) and the MMAs (146 GFLOP: 0.19 ms at
+790 TFLOP/s) cost about the same; B = 1 is bandwidth-bound.
+"""
+import torch
+import triton
+import triton.language as tl
+
+from .splitk import cdiv, merge_splits_into, online_softmax_step, split_plan, store_split
+
+
+@triton.jit
+def _mla_latent_kernel(ql_ptr, qp_ptr, kv_ptr, pe_ptr, start_ptr, lens_ptr, out_ptr, o_ptr, lse_ptr, active_ptr,
+                       scale, ql_b, ql_t, ql_h, qp_b, qp_t, qp_h, kv_b, kv_s, pe_b, pe_s, out_b, out_t, out_h, T, H, S,
+                       C: tl.constexpr, R: tl.constexpr, BC: tl.constexpr, BR: tl.constexpr, BLOCK_H: tl.constexpr,
+                       BLOCK_N: tl.constexpr, MIN_SPAN: tl.constexpr, SINGLE: tl.constexpr,
+                       PRECISION: tl.constexpr):
+    hb = tl.program_id(0)  # fastest: the head blocks of one (query, split) run together and share the kv tiles
+    sp = tl.program_id(1)
+    bt = tl.program_id(2)
+    n_splits = tl.num_programs(1)
+    b = bt // T
+    t = bt % T
+    hi = tl.where(t < tl.load(lens_ptr + b), tl.load(start_ptr + b) + t + 1, 0)  # visible slots: [0, hi)
+    hi = tl.minimum(hi, S)  # past the cache only on an overflow, which the caller refuses after the step
+    span = tl.maximum(tl.cdiv(tl.cdiv(hi, n_splits), BLOCK_N) * BLOCK_N, MIN_SPAN)
+    if not SINGLE:
+        if (sp == 0) & (hb == 0):
+            tl.store(active_ptr + bt, tl.cdiv(hi, span).to(tl.int32))
+        if sp * span >= hi:
+            return
+    s0 = sp * span
+    s1 = tl.minimum(s0 + span, hi)
+    heads = hb * BLOCK_H + tl.arange(0, BLOCK_H)
+    hm = heads < H
+    c = tl.arange(0, BC)
+    r = tl.arange(0, BR)
+    q_lat = tl.load(ql_ptr + b * ql_b + t * ql_t + heads[:, None] * ql_h + c[None, :],
+                    mask=hm[:, None] & (c[None, :] < C), other=0.0)
+    q_pe = tl.load(qp_ptr + b * qp_b + t * qp_t + heads[:, None] * qp_h + r[None, :],
+                   mask=hm[:, None] & (r[None, :] < R), other=0.0)
+    m_i = tl.full([BLOCK_H], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_H], tl.float32)
+    acc = tl.zeros([BLOCK_H, BC], tl.float32)
+    for n0 in range(s0, s1, BLOCK_N):
+        offs = n0 + tl.arange(0, BLOCK_N)
+        allowed = offs < s1  # only a split's last block is partial
+        kv = tl.load(kv_ptr + b * kv_b + offs[:, None] * kv_s + c[None, :],
+                     mask=allowed[:, None] & (c[None, :] < C), other=0.0)
+        pe = tl.load(pe_ptr + b * pe_b + offs[:, None] * pe_s + r[None, :],
+                     mask=allowed[:, None] & (r[None, :] < R), other=0.0)
+        s = tl.dot(q_lat, tl.trans(kv), input_precision=PRECISION)
+        s = tl.dot(q_pe, tl.trans(pe), acc=s, input_precision=PRECISION)  # [BLOCK_H, BLOCK_N] fp32
+        m_i, l_i, acc = online_softmax_step(s * scale, allowed, kv, m_i, l_i, acc, PRECISION)  # values = kv
+    if SINGLE:  # the whole row in this program: normalize and write the output (zeros if it saw nothing)
+        out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
+        tl.store(out_ptr + b * out_b + t * out_t + heads[:, None] * out_h + c[None, :],
+                 out.to(out_ptr.dtype.element_ty), mask=hm[:, None] & (c[None, :] < C))
+    else:
+        store_split(o_ptr, lse_ptr, (bt * H + heads) * n_splits + sp, acc, l_i, m_i, hm, BC)
+
+
+def mla_latent_triton(q_lat, q_pe, kv, pe, start_pos, seq_lens, scale, block_h=64, block_n=64, n_splits=None,
+                      num_warps=8, num_stages=1, min_span=256):
+    """q_lat [B, T, H, C], q_pe [B, T, H, R] (last dim contiguous), kv [B, S, C], pe [B, S, R] (the static cache),
+    start_pos / seq_lens [B] long on the device -> o_lat [B, T, H, C] = zoo_ref's latent_attention under
+    attention_mask(token_slots(start_pos, seq_lens, T), S)."""
+    b, t, h, c = q_lat.shape
+    s, r = kv.shape[1], pe.shape[-1]
+    assert q_lat.stride(-1) == q_pe.stride(-1) == kv.stride(-1) == pe.stride(-1) == 1
+    bc, br = triton.next_power_of_2(max(c, 16)), triton.next_power_of_2(max(r, 16))
+    block_h = min(block_h, max(16, triton.next_power_of_2(h)))
+    head_blocks = cdiv(h, block_h)
+    # one split when the batch fills the GPU (one program per SM: a 64-head program holds most of its shared
+    # memory); otherwise the longest row's keys spread so that every SM gets a program
+    _, n_splits = split_plan(s, block_n, b * t * head_blocks, q_lat.device, n_splits, programs_per_sm=1)
+    out = torch.empty(b, t, h, c, dtype=q_lat.dtype, device=q_lat.device)
+    single = n_splits == 1
+    o = lse = active = out  # unused with one split
+    if not single:
+        o = torch.empty(b * t, h, n_splits, bc, dtype=torch.float32, device=q_lat.device)
+        lse = torch.empty(b * t, h, n_splits, dtype=torch.float32, device=q_lat.device)
+        active = torch.empty(b * t, dtype=torch.int32, device=q_lat.device)
+    _mla_latent_kernel[(head_blocks, n_splits, b * t)](
+        q_lat, q_pe, kv, pe, start_pos, seq_lens, out, o, lse, active, scale, q_lat.stride(0), q_lat.stride(1),
+        q_lat.stride(2), q_pe.stride(0), q_pe.stride(1), q_pe.stride(2), kv.stride(0), kv.stride(1), pe.stride(0),
+        pe.stride(1), out.stride(0), out.stride(1), out.stride(2), t, h, s, C=c, R=r, BC=bc, BR=br, BLOCK_H=block_h,
+        BLOCK_N=block_n, MIN_SPAN=max(block_n, min_span // block_n * block_n), SINGLE=single,
+        PRECISION="ieee" if q_lat.dtype == torch.float32 else "tf32",  # fp32 in, fp32 math (no TF32)
+        num_warps=num_warps, num_stages=num_stages)
+    if not single:
+        merge_splits_into(out, o, lse, t, active)
+    return out
