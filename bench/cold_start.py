@@ -1,6 +1,7 @@
 """Cold and warm start: seconds from `zoo.compile` to the first generated token, in two fresh processes that share
 one (initially empty) compile cache directory, and where the cold seconds go (zoo.explain's per-graph compile
-seconds, the rest being CUDA-graph capture and the run itself).
+seconds in Inductor or its cache, and the seconds of Dynamo tracing around them; the rest is zoo.compile's pattern
+registration, CUDA-graph capture and the runs themselves).
 
   python bench/cold_start.py [--models qwen3_vl,mla] [--out DIR]
 
@@ -62,6 +63,7 @@ def child(model, cache_dir):
     out["decode ready s"] = time.perf_counter() - start
     report = zoo.explain(compiled)
     out["compile s per function"] = dict(report.compile_seconds)
+    out["tracing s per function"] = dict(report.trace_seconds)
     out["from cache"] = dict(report.from_cache)
     out["graphs"] = dict(report.graphs)
     print("RESULT " + json.dumps(out), flush=True)

@@ -10,7 +10,6 @@ also graph-replayed). Floor: max(visible kv bytes / copy rate, score + value FLO
 measured in the same run (bench/attention.py's rates()).
 """
 import argparse
-import itertools
 import json
 import os
 import sys
@@ -27,8 +26,13 @@ from zoo_ref.layers import relative_error  # noqa: E402
 
 H, C, R = 128, 512, 64
 SCALE = 0.1352  # R1's softmax scale with its yarn mscale (the value does not change the cost)
-ROWS = [(128, 1, 4096, 4096), (64, 1, 4096, 4096), (16, 1, 4096, 4096), (1, 1, 32768, 32768),
-        (1, 1, 128, 32768), (4, 1, 400, 1024), (1, 256, 512, 1024), (4, 64, 256, 1024)]
+ROWS = [(128, 1, 4096, 4160), (64, 1, 4096, 4160), (16, 1, 4096, 4160), (1, 1, 32768, 32832),
+        (1, 1, 128, 32768), (16, 1, 400, 1024), (1, 256, 512, 1024), (4, 256, 256, 1024)]
+
+# (heads per program, keys per tile, warps, pipeline stages); the first is the default. Tried on the H100 and
+# dropped: 128 heads per program (16 warps: ptxas fails; 8 warps: 478 spilled registers, 6x slower), tl.range's
+# warp_specialize (no change), 128-key tiles (out of shared memory with 2 stages, spills with 1).
+SWEEP = [(64, 64, 8, 2), (64, 32, 8, 3), (64, 64, 4, 2), (32, 64, 8, 2), (16, 32, 4, 2), (16, 64, 4, 2)]
 
 
 def inputs(b, t, history, s, dtype=torch.bfloat16):
@@ -67,14 +71,16 @@ def row(b, t, history, s, flops, bandwidth, sweep):
     out["zoo TFLOP/s"] = nflops / out["zoo us"] / 1e6
     out["zoo GB/s"] = nbytes / out["zoo us"] / 1e3
     if sweep:
-        out["sweep us"] = {}
-        for block_n, warps, stages in itertools.product((32, 64), (4, 8), (1, 2)):
-            name = f"n{block_n} w{warps} s{stages}"
+        out["sweep"] = {}
+        for block_h, block_n, warps, stages in SWEEP:
+            name, stats = f"h{block_h} n{block_n} w{warps} s{stages}", {}
             try:
-                out["sweep us"][name] = 1e3 * graphed_ms(lambda: mla_latent_triton(
-                    q_lat, q_pe, kv, pe, start, lens, SCALE, block_n=block_n, num_warps=warps, num_stages=stages))
+                us = 1e3 * graphed_ms(lambda: mla_latent_triton(
+                    q_lat, q_pe, kv, pe, start, lens, SCALE, block_h=block_h, block_n=block_n, num_warps=warps,
+                    num_stages=stages, stats=stats))
+                out["sweep"][name] = {"us": us, **stats}
             except Exception as e:  # out of shared memory / registers: say so
-                out["sweep us"][name] = f"{type(e).__name__}: {str(e)[:80]}"
+                out["sweep"][name] = f"{type(e).__name__}: {str(e)[:80]}"
     print(json.dumps(out), flush=True)
     return out
 

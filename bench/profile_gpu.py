@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 import zoo  # noqa: E402
 from bench.qwen3_vl import CONFIG_2B, image_prompt  # noqa: E402
 from zoo_ref.deepseek import MLA, MLAConfig  # noqa: E402
@@ -59,8 +60,8 @@ def main():
             ids = torch.randint(10, 1000, (1, 128), device=dev)
             compiled.generate(ids, max_new_tokens=4, eos_token_id=[])
             (key, (graph, _)), = list(compiled.graphs.graphs.items())[:1]
-            print(f"decode replay wall {wall(graph.replay, 50):.3f} ms/step; "
-                  f"generate(64) {wall(lambda: compiled.generate(ids, max_new_tokens=64, eos_token_id=[]), 2) / 64:.3f} ms/token")
+            per_token = wall(lambda: compiled.generate(ids, max_new_tokens=64, eos_token_id=[]), 2) / 64
+            print(f"decode replay wall {wall(graph.replay, 50):.3f} ms/step; generate(64) {per_token:.3f} ms/token")
             top_kernels(graph.replay, 10, "qwen decode step (batch 1, CUDA graph)", rows=30)
         if "vision" in what:
             _, px, gr = image_prompt(config, 448, device=dev)
@@ -69,19 +70,23 @@ def main():
                   f"encode {wall(lambda: compiled._vision(px.to(torch.bfloat16), *layout), 10):.3f} ms")
             top_kernels(lambda: compiled._vision(px.to(torch.bfloat16), *layout), 5, "vision 448 encode")
     if "mla" in what:
-        cfg = json.loads((Path(__file__).resolve().parents[1] / "zoo_ref/deepseek/configs/deepseek-r1.json").read_text())
+        cfg = json.loads((ROOT / "zoo_ref/deepseek/configs/deepseek-r1.json").read_text())
         with torch.device(dev):
             mla = randomize_(MLA(MLAConfig.from_dict(cfg))).to(torch.bfloat16).eval()
         c = zoo.compile(mla)
-        cache = c.new_cache(1, 512)
-        x, start, one = torch.rand(1, 1, 7168, device=dev, dtype=torch.bfloat16), torch.tensor([300], device=dev), \
-            torch.tensor([1], device=dev)
-        call = lambda: c(x, cache, start, one)  # noqa: E731
-        print(f"mla decode call {wall(call, 50):.3f} ms")
-        (key, (graph, _)), = c.graphs.graphs.items()
-        print(f"mla decode replay {wall(graph.replay, 50):.3f} ms")
-        top_kernels(graph.replay, 10, "mla absorbed decode (batch 1, CUDA graph)")
-
+        # decode batch 1 and 16 (bench/mla.py's tasks), prefill 256 new tokens after 256 (batch 1) and the 4-row
+        # batched prefill; lengths on the host (the graphed path)
+        for b, t, hist in ((1, 1, 300), (16, 1, 200), (1, 256, 256), (4, 256, 256)):
+            cache = c.new_cache(b, 1024)
+            x = torch.rand(b, t, 7168, device=dev, dtype=torch.bfloat16)
+            start, lens = torch.full((b,), hist), torch.full((b,), t)
+            call = lambda: c(x, cache, start, lens)  # noqa: E731
+            label = f"mla absorbed B={b} T={t} history {hist}"
+            print(f"{label}: call {wall(call, 30):.3f} ms")
+            graph = next(g for key, (g, _) in c.graphs.graphs.items()
+                         if key[1] == (1 if t == 1 else t) and key[2][1][0] == b)
+            print(f"{label}: replay {wall(graph.replay, 30):.3f} ms")
+            top_kernels(graph.replay, 10, f"{label} (CUDA graph)")
 
 if __name__ == "__main__":
     main()

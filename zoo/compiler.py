@@ -53,7 +53,8 @@ class Compiler:
         self.cache_dir = resolve_cache_dir(cache_dir)
         self.records = PassRecords(self.cache_dir) if self.cache_dir is not None else None
         self.graphs = Counter()  # function name -> graphs compiled (1 = never recompiled)
-        self.seconds = Counter()  # function name -> seconds spent compiling its graphs
+        self.seconds = Counter()  # function name -> seconds Inductor spent on its graphs (compile or cache load)
+        self.call_seconds = Counter()  # function name -> seconds of the calls that made a graph (+ Dynamo tracing)
         self.from_cache = {}  # function name -> its last graph came from the persistent cache
 
     def __call__(self, fn, name: str, dynamic=False):
@@ -85,16 +86,22 @@ class Compiler:
             bar.close()
             return compiled
         compiled = torch.compile(_own_code(fn, name), backend=backend, fullgraph=True, dynamic=dynamic)
-        if dynamic is not True:
-            return compiled
 
         @functools.wraps(fn)
-        def without_duck_sizing(*args, **kwargs):
-            # Duck sizing would tie dims that happen to be equal in the first call (a video's patches vs one
-            # frame's position-embedding taps) and recompile when they differ: give each dim its own symbol.
-            with torch.fx.experimental._config.patch(use_duck_shape=False):
-                return compiled(*args, **kwargs)
-        return without_duck_sizing
+        def timed(*args, **kwargs):
+            # the host time of a call that made a graph: Dynamo's tracing + the backend above + launching it
+            n, start = self.graphs[name], time.perf_counter()
+            if dynamic is True:
+                # Duck sizing would tie dims that happen to be equal in the first call (a video's patches vs one
+                # frame's position-embedding taps) and recompile when they differ: give each dim its own symbol.
+                with torch.fx.experimental._config.patch(use_duck_shape=False):
+                    out = compiled(*args, **kwargs)
+            else:
+                out = compiled(*args, **kwargs)
+            if self.graphs[name] > n:
+                self.call_seconds[name] += time.perf_counter() - start
+            return out
+        return timed
 
     def _record(self, gm, name, mark) -> bool:
         """Store what the passes did to this graph, or (a cache hit: they did not run) read it back. -> hit."""
