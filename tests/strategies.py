@@ -130,7 +130,8 @@ def hf_mla(config_dict, seed=0):
 @st.composite
 def dense_config_dicts(draw, family):
     """A Qwen3 / Qwen2 config.json dict at toy size: GQA ratios (MQA included), head dims, tied or not, RoPE scaling
-    (YaRN for Qwen3, linear and llama3 for both; both spellings) or none, sliding-window layers on or off."""
+    (YaRN for Qwen3; linear, llama3, dynamic NTK and LongRoPE for both; both spellings) or none, sliding-window layers
+    on or off."""
     kv = draw(st.sampled_from([1, 2]))
     theta = draw(st.sampled_from([10000.0, 1e6]))
     d = {"model_type": family, "vocab_size": 96, "hidden_size": draw(st.sampled_from([32, 64])),
@@ -142,14 +143,24 @@ def dense_config_dicts(draw, family):
     if draw(st.booleans()):  # sliding-window layers from max_window_layers on (windows shorter than the prompts)
         d.update(use_sliding_window=True, sliding_window=draw(st.integers(1, 6)),
                  max_window_layers=draw(st.integers(0, d["num_hidden_layers"])))
-    kind = draw(st.sampled_from(["default", "yarn", "linear", "llama3"] if family == "qwen3" else
-                                ["default", "linear", "llama3"]))
+    kind = draw(st.sampled_from(["default", "yarn", "linear", "llama3", "dynamic", "longrope"] if family == "qwen3"
+                                else ["default", "linear", "llama3", "dynamic", "longrope"]))
     factor = draw(st.sampled_from([2.0, 4.0]))
+    half = d["head_dim"] // 2
+    # dynamic / longrope switch frequencies once a call passes a length: short ones, so prompts and generations cross
+    switch = draw(st.integers(4, 12))
+    per_frequency = st.lists(st.floats(1.0, 8.0, width=32), min_size=half, max_size=half)
     rope = {"default": {"rope_type": "default"},
             "yarn": {"rope_type": "yarn", "factor": factor, "original_max_position_embeddings": 64},
             "linear": {"rope_type": "linear", "factor": factor},
             "llama3": {"rope_type": "llama3", "factor": factor, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                       "original_max_position_embeddings": 32}}[kind]
+                       "original_max_position_embeddings": 32},
+            "dynamic": {"rope_type": "dynamic", "factor": factor},
+            "longrope": {"rope_type": "longrope", "original_max_position_embeddings": switch,
+                         "short_factor": draw(per_frequency), "long_factor": draw(per_frequency),
+                         **({"factor": factor} if draw(st.booleans()) else {})}}[kind]
+    if kind == "dynamic":
+        d["max_position_embeddings"] = switch
     if draw(st.sampled_from(["5.x", "4.57"])) == "5.x":
         d["rope_parameters"] = {**rope, "rope_theta": theta}
     else:

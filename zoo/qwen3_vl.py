@@ -12,7 +12,7 @@ from zoo_ref.qwen3_vl import Qwen3VLForConditionalGeneration
 from zoo_ref.qwen3_vl.vision import segment_bounds
 
 from .cuda_graphs import StaticBuffers
-from .encoder_cache import EncoderCache
+from .encoder_cache import EncoderCache, content_key
 from .registry import register
 from .runtime import CompiledDecoder
 
@@ -42,6 +42,23 @@ class CompiledQwen3VL(CompiledDecoder):
 
     def embed(self, input_ids, **inputs):
         return self.model.embed(input_ids, vision=self.encode_vision, **inputs)
+
+    def _vision_items(self, input_ids, inputs) -> list:
+        """Each image's placeholder span and content key; a video (its frames' placeholders interleave with
+        timestamps) gets no key: a prefix is never reused past one."""
+        c, ids, items = self.config, input_ids[0], []
+        pixels, grid = inputs.get("pixel_values"), inputs.get("image_grid_thw")
+        if pixels is not None and grid is not None:
+            where = (ids == c.image_token_id).nonzero()[:, 0].tolist()
+            start = 0
+            for chunk, row in zip(pixels.split(grid.prod(-1).tolist()), grid.tolist()):
+                n = row[0] * row[1] * row[2] // c.vision.spatial_merge_size ** 2
+                items.append((where[start], where[start + n - 1] + 1, content_key(chunk, row)))
+                start += n
+        video = (ids == c.video_token_id).nonzero()
+        if len(video):
+            items.append((int(video[0]), len(ids), None))
+        return sorted(items, key=lambda item: item[0])
 
     @torch.no_grad()
     def encode_vision(self, pixels, grid_thw):

@@ -17,6 +17,7 @@ class Report:
     from_cache: dict = field(default_factory=dict)  # compiled function -> loaded from the persistent cache
     cache_dir: str | None = None
     encoder_cache: dict | None = None  # Qwen3-VL: {"hits", "misses", "bytes", "entries"} of the vision feature cache
+    prefix_cache: dict | None = None  # decoders: {"hits", "reused_tokens", "prefilled_tokens"} over generates
 
     def __str__(self):
         lines = ["zoo.explain", "", "pass                    sites (max over graphs)"]
@@ -34,6 +35,8 @@ class Report:
         lines += [f"compile cache: {self.cache_dir or 'off'}"]
         if self.encoder_cache is not None:
             lines += [f"vision feature cache: {self.encoder_cache}"]
+        if self.prefix_cache is not None:
+            lines += [f"conversation prefix reuse: {self.prefix_cache}"]
         lines += ["", f"graph breaks: {self.graph_breaks} (fullgraph=True: a break is an error)",
                   f"CUDA graphs live: {self.cuda_graphs}"]
         return "\n".join(lines)
@@ -55,4 +58,5 @@ def explain(compiled) -> Report:
                   compile_seconds=dict(c.seconds), from_cache=dict(c.from_cache),
                   trace_seconds={k: max(0.0, v - c.seconds[k]) for k, v in c.call_seconds.items()},
                   cache_dir=str(c.cache_dir) if c.cache_dir is not None else None,
-                  encoder_cache=cache.stats() if (cache := getattr(compiled, "encoder_cache", None)) else None)
+                  encoder_cache=cache.stats() if (cache := getattr(compiled, "encoder_cache", None)) else None,
+                  prefix_cache=dict(prefix.stats) if (prefix := getattr(compiled, "prefix", None)) else None)

@@ -23,6 +23,7 @@ from zoo_ref.sampling import SamplingParams, keep_threshold, sample_next, sampli
 from .compiler import Compiler
 from .cuda_graphs import GraphRunner, StaticBuffers
 from .packing import PackedWeights
+from .prefix import PrefixCache
 from .registry import register
 
 DEFAULTS = sampling_params(1, seed=0)  # a greedy row: what padding rows of a bucket run with
@@ -108,7 +109,8 @@ class CompiledDecoder:
         self.banned = torch.tensor(model.banned_token_ids, dtype=torch.long, device=self.device)
         self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
         self.graphs = GraphRunner() if self.cuda_graphs else None
-        self._prefills, self._decoders = {}, {}
+        self._prefills, self._decoders, self._extend = {}, {}, None
+        self.prefix = PrefixCache(model)  # what the last batch-1 generate left in the cache (zoo/prefix.py)
         self._register_patterns()
 
     # ------------------------------------------------------------------ graph bodies (zoo_ref math)
@@ -121,6 +123,13 @@ class CompiledDecoder:
         mask = prompt_mask(key_start, key_end, t, padded)
         h = self.model.decoder(x, positions, mask, deepstack.unbind(0), caches, slots)
         return self.model.lm_head(h if all_logits else h[:, -1])
+
+    def _extend_fn(self, caches, x, positions, deepstack, key_start, key_end, query_slots):
+        """A prompt's suffix after a prefix already in the cache: its tokens at query_slots attend to every slot
+        of the window before them (decode's structure, several queries)."""
+        mask = window_mask(key_start, key_end, query_slots, self.max_len)
+        h = self.model.decoder(x, positions, mask, deepstack.unbind(0), caches, query_slots)
+        return self.model.lm_head(h[:, -1])
 
     def _decode_fn(self, caches, state):
         x = self.model.decoder.embed_tokens(state.tokens[:, None])
@@ -149,6 +158,8 @@ class CompiledDecoder:
                 for all_logits in (False, True):
                     self._prefill_fn(self.prompt_caches[b], x, pos, levels, start, start + t, all_logits, False)
                 self._decode_fn(self.caches[b], decode_state(b, self.max_len, self.text.vocab_size, self.device))
+                if b == 1:
+                    self._extend_fn(self.caches[b], x, pos, levels, start, start + t, torch.arange(t, device=x.device))
         with torch.no_grad(), self.compiler.manager.record_call_sites():
             self._record_extra()  # bodies whose layouts do not depend on the batch bucket: once
 
@@ -202,6 +213,10 @@ class CompiledDecoder:
             self._prefills[key] = self.compiler(fn, name, dynamic=True)
         return self._prefills[key]
 
+    def _vision_items(self, input_ids, inputs) -> list:
+        """[(start, end, content key)] of the vision items in a one-row prompt (none in text models)."""
+        return []
+
     def _decoder(self, bucket):
         if bucket not in self._decoders:
             self._decoders[bucket] = self.compiler(self._decode_fn, f"decode[b={bucket}]")
@@ -216,6 +231,7 @@ class CompiledDecoder:
         self.packed.check()
         b, t = input_ids.shape
         p = self._prepare(input_ids, valid, 0, inputs)
+        self.prefix.forget()  # this call writes the cache
         logits = self._prefill(p.bucket, True, p.padded)(self.prompt_caches[p.bucket], p.x, p.positions, p.levels,
                                                          p.key_start, p.key_end)
         return logits[:b, -t:]
@@ -234,8 +250,19 @@ class CompiledDecoder:
         b = input_ids.shape[0]
         p = self._prepare(input_ids, valid, max_new_tokens, inputs)
         bucket, t = p.bucket, p.ids.shape[1]
-        logits = self._prefill(bucket, False, p.padded)(self.prompt_caches[bucket], p.x, p.positions, p.levels,
-                                                        p.key_start, p.key_end)
+        one_row = b == 1 and not p.padded
+        items = self._vision_items(input_ids, inputs) if one_row else []
+        reuse = self.prefix.match(p.ids[0], items) if one_row else 0
+        self.prefix.forget()  # this call writes the cache
+        if reuse:  # only the suffix: its queries see the held prefix's K/V
+            if self._extend is None:
+                self._extend = self.compiler(self._extend_fn, "extend[b=1]", dynamic=True)
+            logits = self._extend(self.caches[1], p.x[:, reuse:], p.positions[..., reuse:], p.levels[:, :, reuse:],
+                                  p.key_start, p.key_end, torch.arange(reuse, t, device=self.device))
+        else:
+            logits = self._prefill(bucket, False, p.padded)(self.prompt_caches[bucket], p.x, p.positions, p.levels,
+                                                            p.key_start, p.key_end)
+        self.prefix.count(reuse, t - reuse)
         step = self._decoder(bucket)
 
         state = self.states[bucket]
@@ -254,10 +281,11 @@ class CompiledDecoder:
         caches = self.caches[bucket]
         run = (lambda: self.graphs.run(bucket, step, caches, state)) if self.cuda_graphs \
             else (lambda: step(caches, state))
-        all_logits = [logits[:b]]
+        all_logits, fed = [logits[:b]], []
 
         def advance(token):
             state.tokens[:b] = token  # finished rows feed padding, like the reference
+            fed.append(token)  # its K/V go to the next slot
             logits = run()
             if return_logits:
                 all_logits.append(logits[:b].clone())
@@ -266,4 +294,6 @@ class CompiledDecoder:
         if streamer is not None:
             streamer.put(input_ids.cpu())
         tokens = decode_loop(first[:b], advance, max_new_tokens, eos, pad, self.EOS_CHECK_EVERY, streamer)
+        if one_row:  # the next turn of this conversation can start from here
+            self.prefix.hold(torch.cat([p.ids[0], *fed]), items)
         return (tokens, torch.stack(all_logits[:tokens.shape[1]], dim=1)) if return_logits else tokens

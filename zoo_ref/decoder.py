@@ -11,7 +11,7 @@ from torch import nn
 
 from .errors import ConfigError
 from .layers import RMSNorm, activation, apply_rotary, attention
-from .rope import ScaledRope, YarnConfig, parse_rope
+from .rope import DynamicRope, LongRope, ScaledRope, YarnConfig, parse_rope
 
 
 @dataclass
@@ -30,7 +30,7 @@ class DecoderConfig:
     qkv_bias: bool = False   # Qwen2: True
     o_bias: bool = False
     qk_norm: bool = True     # Qwen3: per-head RMSNorm of q and k before RoPE; Qwen2: none
-    yarn: YarnConfig | ScaledRope | None = None  # RoPE scaling: YaRN, or linear / llama3
+    yarn: YarnConfig | ScaledRope | DynamicRope | LongRope | None = None  # RoPE scaling (see zoo_ref.rope)
     sliding_window: int | None = None  # keys a "sliding_attention" layer sees: the last `sliding_window` slots
     layer_types: tuple[str, ...] | None = None  # per layer "full_attention" / "sliding_attention" (None: all full)
     tie_word_embeddings: bool = False
@@ -41,7 +41,13 @@ class DecoderConfig:
 def decoder_config_dict(c: DecoderConfig, model_type: str, architecture: str) -> dict:
     """A transformers config.json dict for a DecoderConfig (5.x rope_parameters; 4.57 reads rope_theta too)."""
     rope = {"rope_type": "default", "rope_theta": c.rope_theta}
-    if isinstance(c.yarn, ScaledRope):
+    if isinstance(c.yarn, DynamicRope):
+        rope.update(rope_type="dynamic", factor=c.yarn.factor)
+    elif isinstance(c.yarn, LongRope):
+        rope.update(rope_type="longrope", short_factor=list(c.yarn.short_factor), long_factor=list(c.yarn.long_factor),
+                    original_max_position_embeddings=c.yarn.original_max_position_embeddings,
+                    attention_factor=c.yarn.attention_factor)
+    elif isinstance(c.yarn, ScaledRope):
         s = c.yarn
         rope.update(rope_type=s.rope_type, factor=s.factor)
         if s.rope_type == "llama3":
@@ -74,7 +80,7 @@ def require(d: dict, keys, where: str):
 
 
 def decoder_fields(d: dict, where: str, *, head_dim=None, qkv_bias=None, qk_norm=True,
-                   rope_types=("default", "yarn", "linear", "llama3")):
+                   rope_types=("default", "yarn", "linear", "llama3", "dynamic", "longrope")):
     """The DecoderConfig fields of a transformers text config dict (4.57 and 5.x spellings).
     head_dim: the family's default when the dict has none (else hidden_size / num_attention_heads);
     qkv_bias: fixed by the family (Qwen2: True) or None to read attention_bias."""

@@ -12,6 +12,7 @@ import torch
 from .decoder import causal_mask, new_caches
 from .errors import InputError, InputTypeError
 from .inputs import check_count, check_tokens
+from .rope import DynamicRope
 from .sampling import sample_next, sampling_params, seen_tokens
 
 
@@ -84,7 +85,8 @@ def generate(model, input_ids, attention_mask=None, max_new_tokens=32, do_sample
     c = model.text_config
     b, t = input_ids.shape
     max_len = t + max_new_tokens
-    if max_len > c.max_position_embeddings:
+    if max_len > c.max_position_embeddings and not isinstance(getattr(c, "yarn", None), DynamicRope):
+        # (dynamic NTK scaling exists to run past max_position_embeddings)
         raise InputError(f"prompt + max_new_tokens = {max_len} exceeds max_position_embeddings "
                          f"{c.max_position_embeddings}")
     device = input_ids.device

@@ -1,4 +1,5 @@
-"""Rotary position embeddings: inverse frequencies (default and YaRN) and the 1-D cos/sin tables.
+"""Rotary position embeddings: inverse frequencies (default, YaRN, linear, llama3, dynamic NTK, LongRoPE) and the
+1-D cos/sin tables.
 
 Shared by every model with 1-D positions (Qwen3 / Qwen2 decoders, DeepSeek MLA); Qwen3-VL's M-RoPE builds on
 `inv_freq`. Config parsing accepts transformers 4.57 (`rope_theta` + `rope_scaling`) and 5.x (`rope_parameters`)
@@ -40,6 +41,28 @@ class ScaledRope:
     original_max_position_embeddings: int = 8192
 
 
+@dataclass(frozen=True)
+class DynamicRope:
+    """transformers' "dynamic" NTK scaling: once a call reaches past max_position_embeddings, the base grows with the
+    call's length L = max(position) + 1: base * (factor * L / max_position_embeddings - (factor - 1)) ** (d / (d - 2)).
+    A function of the call here; transformers keeps the largest L seen until a call shorter than
+    max_position_embeddings resets it, which gives the same frequencies for every call of a generate (lengths only
+    grow) and differs only when a later call is shorter than an earlier one yet still past max_position_embeddings."""
+    factor: float
+    max_position_embeddings: int
+
+
+@dataclass(frozen=True)
+class LongRope:
+    """transformers' "longrope": per-frequency divisors, short_factor while a call stays within
+    original_max_position_embeddings (max(position) + 1 <= it), long_factor beyond; cos/sin scaled by
+    attention_factor."""
+    short_factor: tuple
+    long_factor: tuple
+    original_max_position_embeddings: int
+    attention_factor: float
+
+
 def inv_freq(dim: int, theta: float):
     return 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
 
@@ -52,6 +75,12 @@ def parse_rope(d: dict, default_theta: float = 10000.0, supported=("default", "y
     if rope_type not in supported:
         raise RopeConfigError(f"unsupported rope_type {rope_type!r} (supported: {', '.join(map(repr, supported))})")
     yarn = None
+    if rope_type == "dynamic":
+        if rope.get("factor") is None:
+            raise RopeConfigError("dynamic rope scaling needs a factor")
+        yarn = DynamicRope(float(rope["factor"]), int(d.get("max_position_embeddings") or 32768))
+    if rope_type == "longrope":
+        yarn = parse_longrope(d, rope)
     if rope_type in ("linear", "llama3"):
         if rope.get("factor") is None:
             raise RopeConfigError(f"{rope_type} rope scaling needs a factor")
@@ -73,6 +102,21 @@ def parse_rope(d: dict, default_theta: float = 10000.0, supported=("default", "y
                           mscale=rope.get("mscale"), mscale_all_dim=rope.get("mscale_all_dim"),
                           attention_factor=rope.get("attention_factor"), truncate=rope.get("truncate", True))
     return float(theta), yarn, rope
+
+
+def parse_longrope(d: dict, rope: dict) -> LongRope:
+    original = rope.get("original_max_position_embeddings") or d.get("original_max_position_embeddings")
+    for name in ("short_factor", "long_factor"):
+        if not isinstance(rope.get(name), (list, tuple)) or not rope[name]:
+            raise RopeConfigError(f"longrope rope scaling needs {name} (a list of per-frequency factors)")
+    if not original:
+        raise RopeConfigError("longrope rope scaling needs original_max_position_embeddings")
+    factor = rope.get("factor") or (d.get("max_position_embeddings") or 32768) / original
+    attention = rope.get("attention_factor")
+    if attention is None:  # the LongRoPE paper's default, as transformers computes it
+        attention = 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(original))
+    return LongRope(tuple(map(float, rope["short_factor"])), tuple(map(float, rope["long_factor"])), int(original),
+                    float(attention))
 
 
 def yarn_mscale(scale, mscale=1.0):
@@ -124,15 +168,41 @@ def scaled_inv_freq(freq, s: ScaledRope):
 
 
 class Rotary(nn.Module):
-    """1-D RoPE tables. positions [B, T] -> cos, sin [B, T, 1, dim] in `dtype` (computed in fp32)."""
+    """1-D RoPE tables. positions [B, T] -> cos, sin [B, T, 1, dim] in `dtype` (computed in fp32). Dynamic NTK and
+    LongRoPE pick their frequencies from the call's length, max(position) + 1, on the device (no host read)."""
 
-    def __init__(self, dim: int, theta: float, yarn: YarnConfig | None = None):
+    def __init__(self, dim: int, theta: float, yarn: YarnConfig | ScaledRope | DynamicRope | LongRope | None = None):
         super().__init__()
-        freq, self.attention_factor = rope_inv_freq(dim, theta, yarn)
+        self.dim, self.theta, self.scaling = dim, theta, yarn
+        if isinstance(yarn, LongRope):
+            for name in ("short_factor", "long_factor"):
+                if len(getattr(yarn, name)) != dim // 2:
+                    raise RopeConfigError(f"longrope {name} must have head_dim / 2 = {dim // 2} entries, got "
+                                          f"{len(getattr(yarn, name))}")
+            base = theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim)
+            freq, self.attention_factor = 1.0 / (torch.tensor(yarn.short_factor) * base), yarn.attention_factor
+            self.register_buffer("long_inv_freq", 1.0 / (torch.tensor(yarn.long_factor) * base), persistent=False)
+        else:
+            freq, self.attention_factor = rope_inv_freq(dim, theta, None if isinstance(yarn, DynamicRope) else yarn)
         self.register_buffer("inv_freq", freq, persistent=False)
 
+    def frequencies(self, positions):
+        """inv_freq [dim / 2] fp32 for a call at these positions."""
+        s = self.scaling
+        if not isinstance(s, (DynamicRope, LongRope)):
+            return self.inv_freq
+        length = positions.max() + 1
+        if isinstance(s, LongRope):
+            return torch.where(length > s.original_max_position_embeddings, self.long_inv_freq, self.inv_freq)
+        # transformers' arithmetic, op for op: the same fp32 rounding
+        grown = torch.maximum(length, torch.tensor(s.max_position_embeddings, device=length.device))
+        base = self.theta * ((s.factor * grown / s.max_position_embeddings) - (s.factor - 1)) ** (self.dim /
+                                                                                                (self.dim - 2))
+        exponents = torch.arange(0, self.dim, 2, dtype=torch.int64, device=length.device).float() / self.dim
+        return torch.where(length > s.max_position_embeddings, 1.0 / (base ** exponents), self.inv_freq)
+
     def forward(self, positions, dtype):
-        freqs = positions[..., None].float() * self.inv_freq
+        freqs = positions[..., None].float() * self.frequencies(positions)
         emb = torch.cat([freqs, freqs], dim=-1)[:, :, None, :]
         f = self.attention_factor
         return (emb.cos() * f).to(dtype), (emb.sin() * f).to(dtype)

@@ -16,10 +16,19 @@ CONFIGS = {
               "tie_word_embeddings": True, "eos_token_id": 2, "pad_token_id": 0, "max_position_embeddings": 256,
               "rope_parameters": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32,
                                   "rope_theta": 10000.0}},
+    # dynamic NTK past 12 positions: prompts + 20 new tokens cross it, the frequencies change inside the graphs
     "qwen2": {"model_type": "qwen2", "vocab_size": 96, "hidden_size": 64, "intermediate_size": 96,
               "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 16,
-              "tie_word_embeddings": False, "eos_token_id": 2, "pad_token_id": 0, "rope_theta": 1e6,
-              "max_position_embeddings": 256},
+              "tie_word_embeddings": False, "eos_token_id": 2, "pad_token_id": 0, "max_position_embeddings": 12,
+              "rope_parameters": {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 1e6}},
+    # LongRoPE: short factors up to 10 positions, long ones beyond
+    "qwen3-longrope": {"model_type": "qwen3", "vocab_size": 96, "hidden_size": 64, "intermediate_size": 96,
+                       "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+                       "tie_word_embeddings": False, "eos_token_id": 2, "pad_token_id": 0,
+                       "max_position_embeddings": 256,
+                       "rope_parameters": {"rope_type": "longrope", "original_max_position_embeddings": 10,
+                                           "short_factor": [1.0 + i / 4 for i in range(8)],
+                                           "long_factor": [2.0 + i for i in range(8)], "rope_theta": 1e4}},
 }
 BATCH = 2  # one bucket: forward, prefill and decode compile once each
 

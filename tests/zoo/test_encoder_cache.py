@@ -96,3 +96,34 @@ def test_encoder_cache_option_is_checked():
                                                    "head_dim": 8}))
     with pytest.raises(InputError, match="encoder_cache_mb applies to models with a vision encoder"):
         zoo.compile(text, encoder_cache_mb=64)
+
+
+def test_a_chat_turn_prefills_only_its_suffix(models):
+    """A prompt that extends the last generate's sequence (prompt + tokens fed back) prefills only the rest and equals
+    the reference's full recompute; another image behind the same ids is prefilled again from its first
+    placeholder; a call in between, or a weight changed in place, leaves nothing to reuse."""
+    model, compiled = models
+    first = prompt(image(1))
+    answer = compiled.generate(**first, max_new_tokens=4, eos_token_id=[])
+    held = first["input_ids"].shape[1] + 3  # the prompt and the 3 tokens fed back (the 4th was only sampled)
+    ids = torch.cat([first["input_ids"], answer, torch.tensor([[9, 10, 11]])], 1)
+    image_start = int((ids[0] == CONFIG["image_token_id"]).nonzero()[0])
+
+    def turn(inputs, reused):
+        before = dict(zoo.explain(compiled).prefix_cache)
+        tokens, logits = compiled.generate(**inputs, max_new_tokens=4, eos_token_id=[], return_logits=True)
+        ref_tokens, ref_logits = model.generate(**inputs, max_new_tokens=4, eos_token_id=[], return_logits=True)
+        assert relative_error(logits, ref_logits) < 1e-4 and torch.equal(tokens, ref_tokens)
+        after = zoo.explain(compiled).prefix_cache
+        assert after["reused_tokens"] - before["reused_tokens"] == reused
+        assert after["prefilled_tokens"] - before["prefilled_tokens"] == inputs["input_ids"].shape[1] - reused
+        assert after["hits"] - before["hits"] == (reused > 0)
+
+    turn({**first, "input_ids": ids}, held)
+    turn({**prompt(image(2)), "input_ids": ids}, image_start)  # same ids, another picture
+    compiled(**first)  # writes the cache
+    turn({**first, "input_ids": ids}, 0)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(1.0)  # an in-place update (same values): the held K/V may be stale
+    turn({**first, "input_ids": ids}, 0)
+    assert "extend[b=1]" in zoo.explain(compiled).graphs

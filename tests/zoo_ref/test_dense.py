@@ -100,7 +100,16 @@ def test_config_errors_name_the_field():
         Qwen3Config.from_dict({**d, "use_sliding_window": True, "sliding_window": 0})
     with pytest.raises(ConfigError, match="layer_types must list"):
         Qwen2Config.from_dict({**d, "model_type": "qwen2", "layer_types": ["sliding_attention"] * 2})
-    with pytest.raises(ConfigError, match="unsupported rope_type 'dynamic'"):
-        Qwen3Config.from_dict({**d, "rope_parameters": {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 1e4}})
+    with pytest.raises(ConfigError, match="unsupported rope_type 'proportional'"):
+        Qwen3Config.from_dict({**d, "rope_parameters": {"rope_type": "proportional", "factor": 2.0}})
+    with pytest.raises(ConfigError, match="dynamic rope scaling needs a factor"):
+        Qwen3Config.from_dict({**d, "rope_parameters": {"rope_type": "dynamic", "rope_theta": 1e4}})
+    with pytest.raises(ConfigError, match="longrope rope scaling needs long_factor"):
+        Qwen3Config.from_dict({**d, "rope_parameters": {"rope_type": "longrope", "short_factor": [1.0] * 8,
+                                                        "original_max_position_embeddings": 8}})
+    with pytest.raises(ConfigError, match="longrope short_factor must have head_dim / 2 = 8 entries, got 3"):
+        Qwen3ForCausalLM(Qwen3Config.from_dict({**d, "rope_parameters": {
+            "rope_type": "longrope", "short_factor": [1.0] * 3, "long_factor": [1.0] * 8,
+            "original_max_position_embeddings": 8}}))
     with pytest.raises(ConfigError, match="llama3 rope scaling needs a factor"):
         Qwen3Config.from_dict({**d, "rope_parameters": {"rope_type": "llama3", "rope_theta": 1e4}})
