@@ -133,9 +133,11 @@ def run_generate(args):
     session.reply([user_turn(args.prompt, args.image, videos)], args)
 
 
-def run_chat(args, stdin=None):
+def run_chat(args, stdin=None, session=None):
+    """Each turn generates from the whole conversation; compiled (--compile), a turn prefills only what follows
+    the previous turn's tokens (zoo/prefix.py)."""
     stdin = stdin or sys.stdin
-    session = Session(args)
+    session = session or Session(args)
     history = [{"role": "system", "content": args.system}] if args.system else []
     images, videos = [], []
     print("zoo chat: type a message; /image PATH or /video PATH attach to the next message; /reset, /exit",

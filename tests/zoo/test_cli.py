@@ -60,6 +60,24 @@ def test_chat_keeps_history_over_two_turns(vl_dir, capsys):
     assert history[1]["content"][0]["type"] == "image" and history[3]["content"][-1]["text"] == "And the colours?"
 
 
+def test_compiled_chat_prefills_only_each_new_turn(vl_dir, capsys):
+    """The second turn's prompt holds the first turn (its image included) and the answer: compiled, that prefix comes
+    from the cache and only the rest is prefilled. Same settings as the explain test (shared compile cache)."""
+    from zoo.cli import Session
+    args = parser().parse_args(["chat", "--model", str(vl_dir), "--max-new-tokens", "4", "--device", "cpu",
+                                "--compile", "--max-seq-len", "256"])
+    session = Session(args)
+    script = io.StringIO(f"/image {vl_dir / 'picture.png'}\nWhat is this?\nAnd the colours?\n/exit\n")
+    run_chat(args, stdin=script, session=session)
+    stats = session.runner.prefix.stats
+    first_turn = len(session.inputs([{"role": "user", "content": [{"type": "image", "image": str(vl_dir /
+                                                                                              "picture.png")},
+                                                                   {"type": "text", "text": "What is this?"}]}])
+                         ["input_ids"][0])
+    assert stats["hits"] == 1 and stats["reused_tokens"] >= first_turn, (stats, first_turn)
+    capsys.readouterr()
+
+
 def test_explain_compiles_and_reports(vl_dir, capsys):
     main(["explain", "--model", str(vl_dir), "--image", str(vl_dir / "picture.png"), "--device", "cpu",
           "--max-seq-len", "256"])

@@ -1,0 +1,74 @@
+"""zoo/preprocess.py (torch preprocessing, CPU or GPU) vs zoo_ref's PIL processor (which equals transformers'):
+bit for bit when no resize is needed; with a resize, within the stated bound. On CPU here; ZOO_TEST_CUDA=1 runs the
+same comparisons with the work on the GPU."""
+import os
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from zoo.preprocess import process_images as fast_images
+from zoo.preprocess import process_video as fast_video
+from zoo_ref.errors import InputError
+from zoo_ref.qwen3_vl.processor import process_images, process_video, smart_resize
+
+DEVICE = "cuda" if os.environ.get("ZOO_TEST_CUDA") else "cpu"
+LEVEL = 2 / 255  # one uint8 level after normalization (mean = std = 0.5)
+
+
+def picture(h, w, seed, smooth):
+    """A random picture: smooth (a few gradients and blobs, like a photo) or per-pixel noise (the worst case)."""
+    g = torch.Generator().manual_seed(seed)
+    if smooth:
+        yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+        c = torch.rand(3, 4, generator=g)
+        x = torch.stack([c[i, 0] * yy + c[i, 1] * xx + c[i, 2] * torch.sin(6.28 * (c[i, 3] * 3 + 1) * (xx + yy))
+                         for i in range(3)], -1)
+        x = (x - x.min()) / (x.max() - x.min() + 1e-6)
+    else:
+        x = torch.rand(h, w, 3, generator=g)
+    return Image.fromarray((x * 255).byte().numpy())
+
+
+def compare(got, want, exact):
+    (gp, gg), (wp, wg) = got, want
+    assert torch.equal(gg, wg) and gp.shape == wp.shape and gp.device.type == DEVICE
+    d = (gp.cpu() - wp).abs()
+    if exact:
+        assert torch.equal(gp.cpu(), wp)
+        return d
+    # the stated bound for resized inputs: on average at most half a level; beyond one level at most 2% of the values
+    assert d.mean() <= LEVEL / 2 and (d > LEVEL * 1.001).float().mean() <= 0.02, (d.mean(), d.max())
+    return d
+
+
+@settings(max_examples=12, deadline=None)
+@given(h=st.integers(8, 700), w=st.integers(8, 700), smooth=st.booleans(), seed=st.integers(0, 99))
+def test_images_equal_the_reference(h, w, smooth, seed):
+    img = picture(h, w, seed, smooth)
+    exact = smart_resize(h, w) == (h, w)  # no resize needed
+    compare(fast_images([img], device=DEVICE), process_images([img]), exact)
+
+
+@pytest.mark.parametrize("size", [(448, 448), (1024, 768)])
+def test_images_that_need_no_resize_are_bit_identical(size):
+    imgs = [picture(*size, seed=1, smooth=False), picture(*size, seed=2, smooth=True)]
+    compare(fast_images(imgs, device=DEVICE), process_images(imgs), exact=True)
+
+
+@settings(max_examples=6, deadline=None)
+@given(n=st.integers(1, 5), h=st.integers(20, 300), w=st.integers(20, 300), seed=st.integers(0, 99))
+def test_videos_equal_the_reference(n, h, w, seed):
+    frames = [picture(h, w, seed + i, smooth=True) for i in range(n)]
+    compare(fast_video(frames, device=DEVICE), process_video(frames), exact=False)
+
+
+def test_errors_match_the_reference():
+    with pytest.raises(InputError, match="at least one frame"):
+        fast_video([])
+    with pytest.raises(InputError, match="same size"):
+        fast_video([picture(40, 40, 0, True), picture(40, 48, 0, True)])
+    with pytest.raises(TypeError, match="images\\[0\\] must be a PIL image"):
+        fast_images([3.5])
