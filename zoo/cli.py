@@ -89,15 +89,18 @@ class Session:
         self.tok = AutoTokenizer.from_pretrained(args.model)
         self.visual = hasattr(self.model.config, "vision")
         self.runner = self.model
-        if getattr(args, "compile", False):
+        self.compiled = getattr(args, "compile", False)
+        if self.compiled:
             cache_dir = False if args.cache_dir == "off" else args.cache_dir
             self.runner = zoo.compile(self.model, max_batch_size=getattr(args, "max_batch_size", 1),
                                       max_seq_len=args.max_seq_len, cache_dir=cache_dir)
 
     def inputs(self, conversation):
-        if self.visual:
+        if self.visual:  # compiled: the torch preprocessing, pixels straight to the model's device
+            from zoo.preprocess import Processor
             from zoo_ref.qwen3_vl import build_inputs
-            return build_inputs(self.tok, conversation)
+            processor = Processor(self.model.device) if self.compiled else None
+            return build_inputs(self.tok, conversation, processor=processor)
         if any(isinstance(m["content"], list) and any(p["type"] != "text" for p in m["content"]) for m in conversation):
             raise SystemExit("this model reads text only: --image / --video need a Qwen3-VL checkpoint")
         messages = [{"role": m["role"], "content": m["content"] if isinstance(m["content"], str) else

@@ -72,3 +72,30 @@ def test_errors_match_the_reference():
         fast_video([picture(40, 40, 0, True), picture(40, 48, 0, True)])
     with pytest.raises(TypeError, match="images\\[0\\] must be a PIL image"):
         fast_images([3.5])
+
+
+def test_build_inputs_with_the_torch_processor():
+    """build_inputs(processor=Processor(device)) gives the reference's ids and grids, pixels on the device."""
+    import tempfile
+
+    from transformers import AutoTokenizer
+
+    from zoo.preprocess import Processor
+    from zoo_ref.qwen3_vl import build_inputs
+    from zoo_ref.qwen3_vl.tiny import write_tokenizer
+    with tempfile.TemporaryDirectory() as d:
+        write_tokenizer(d)
+        tok = AutoTokenizer.from_pretrained(d)
+    conversation = [{"role": "user", "content": [{"type": "image", "image": picture(64, 96, 0, True)},
+                                                 {"type": "video", "video": [picture(40, 40, i, True)
+                                                                             for i in range(3)]},
+                                                 {"type": "text", "text": "What is this?"}]}]
+    want = build_inputs(tok, conversation)
+    got = build_inputs(tok, conversation, processor=Processor(DEVICE))
+    assert want.keys() == got.keys()
+    for key in want:
+        assert got[key].device.type == (DEVICE if key.startswith("pixel_values") else "cpu"), key
+        if key.startswith("pixel_values"):
+            assert (got[key].cpu() - want[key]).abs().mean() <= LEVEL / 2, key
+        else:
+            assert torch.equal(got[key], want[key]), key

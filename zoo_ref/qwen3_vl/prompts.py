@@ -55,7 +55,13 @@ def render(tokenizer, messages):
     return chat_prompt(text, sum(p["type"] == "image" for p in parts), sum(p["type"] == "video" for p in parts))
 
 
-def _one(tokenizer, item, images, video, video_fps, pixel_bounds):
+class PILProcessor:
+    """The reference preprocessing (pillow, equal to transformers'); build_inputs' default `processor`."""
+    process_images = staticmethod(process_images)
+    process_video = staticmethod(process_video)
+
+
+def _one(tokenizer, item, images, video, video_fps, pixel_bounds, processor):
     """One row: (token ids, [(pixels, grid)] for images, [(pixels, grid)] for videos)."""
     if isinstance(item, str):
         imgs = [as_image(x, f"images[{i}]") for i, x in enumerate(images or [])]
@@ -68,21 +74,24 @@ def _one(tokenizer, item, images, video, video_fps, pixel_bounds):
     else:
         raise InputTypeError(f"text must be a str, a conversation (list of messages) or a list of those, got "
                         f"{type(item).__name__}")
-    image = process_images(imgs, **pixel_bounds) if imgs else None
-    videos = [process_video(v) for v in vids]
+    image = processor.process_images(imgs, **pixel_bounds) if imgs else None
+    videos = [processor.process_video(v) for v in vids]
     video_grid = torch.cat([g for _, g in videos]) if videos else None
     stamps = [frame_timestamps(len(v), video_fps) for v in vids] or None
     prompt = expand_placeholders(render(tokenizer, messages), None if image is None else image[1], video_grid, stamps)
     return tokenizer(prompt, add_special_tokens=False)["input_ids"], image, videos
 
 
-def build_inputs(tokenizer, text, images=None, video=None, video_fps=2.0, pad_token_id=None, **pixel_bounds):
+def build_inputs(tokenizer, text, images=None, video=None, video_fps=2.0, pad_token_id=None, processor=None,
+                 **pixel_bounds):
     """Tokenizer + prompt(s) -> dict of model inputs, left-padded with an attention_mask.
 
     text: one prompt (str; images: [PIL, ...], video: [frames]), a batch of prompts (list of str; images: one
     list per prompt, video: one frame list or None per prompt), a conversation (list of {"role", "content"}
     messages; content parts {"type": "image", "image": PIL/path}, {"type": "video", "video": [frames]},
-    {"type": "text", "text": ...}), or a list of conversations. Images may be PIL images, paths or uint8 arrays."""
+    {"type": "text", "text": ...}), or a list of conversations. Images may be PIL images, paths or uint8 arrays.
+    processor: what provides process_images / process_video (default: this package's, the PIL reference; zoo's
+    torch one, zoo.preprocess.Processor(device), leaves the pixels on that device)."""
     is_conversation = isinstance(text, list) and text and isinstance(text[0], dict)
     if isinstance(text, str) or is_conversation:
         rows = [(text, images, video)]
@@ -96,7 +105,8 @@ def build_inputs(tokenizer, text, images=None, video=None, video_fps=2.0, pad_to
         rows = list(zip(text, images, videos))
     else:
         raise InputTypeError(f"text must be a str, a conversation or a non-empty list of those, got {text!r:.80}")
-    encoded = [_one(tokenizer, item, imgs, vid, video_fps, pixel_bounds) for item, imgs, vid in rows]
+    processor = processor or PILProcessor
+    encoded = [_one(tokenizer, item, imgs, vid, video_fps, pixel_bounds, processor) for item, imgs, vid in rows]
     if pad_token_id is None:
         pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     t = max(len(ids) for ids, _, _ in encoded)
