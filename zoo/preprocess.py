@@ -13,7 +13,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from zoo_ref.errors import InputError
 from zoo_ref.qwen3_vl import processor as ref
 from zoo_ref.qwen3_vl.processor import MERGE, PATCH, TEMPORAL, as_image, smart_resize, to_rgb
 
@@ -65,18 +64,8 @@ def process_images(images, device=None, min_pixels=ref.IMAGE_MIN_PIXELS, max_pix
 
 def process_video(frames, device=None, min_pixels=ref.VIDEO_MIN_PIXELS, max_pixels=ref.VIDEO_MAX_PIXELS):
     """One video (a list of same-size frames) -> (pixel_values_videos on `device`, video_grid_thw [1, 3])."""
-    if len(frames) < 1:
-        raise InputError("a video needs at least one frame")
-    frames = [as_image(f, f"video frame {i}") for i, f in enumerate(frames)]
-    sizes = {(f.height, f.width) for f in frames}
-    if len(sizes) != 1:
-        raise InputError(f"all frames of a video must have the same size, got {sorted(sizes)}")
-    (h, w), = sizes
+    frames, size = ref.video_layout(frames, min_pixels, max_pixels)
     x = torch.stack([_uint8(f) for f in frames]).to(device, non_blocking=True)
-    if min(h, w) < PATCH * MERGE:  # as the reference (transformers): tiny frames first scaled up to the factor
-        scale = PATCH * MERGE / min(h, w)
-        h, w = int(h * scale), int(w * scale)
-    size = smart_resize(h, w, min_pixels=min_pixels, max_pixels=max_pixels, num_frames=max(len(frames), TEMPORAL))
     y = _frames(x, size)
     if pad := -len(frames) % TEMPORAL:
         y = torch.cat([y, y[-1:].expand(pad, -1, -1, -1)])

@@ -101,11 +101,8 @@ def process_images(images, min_pixels=IMAGE_MIN_PIXELS, max_pixels=IMAGE_MAX_PIX
     return torch.cat(patches), torch.tensor(grids, dtype=torch.long)
 
 
-def process_video(frames, min_pixels=VIDEO_MIN_PIXELS, max_pixels=VIDEO_MAX_PIXELS):
-    """One video as a list of PIL frames (already sampled, same size) -> (pixel_values_videos, video_grid_thw [1, 3]).
-
-    All frames share one resize; an odd frame count is padded by repeating the last frame.
-    """
+def video_layout(frames, min_pixels=VIDEO_MIN_PIXELS, max_pixels=VIDEO_MAX_PIXELS):
+    """One video's frames checked (PIL images of one size) and the (h, w) they are resized to."""
     if len(frames) < 1:
         raise InputError("a video needs at least one frame")
     frames = [as_image(f, f"video frame {i}") for i, f in enumerate(frames)]
@@ -116,7 +113,16 @@ def process_video(frames, min_pixels=VIDEO_MIN_PIXELS, max_pixels=VIDEO_MAX_PIXE
     if min(h, w) < PATCH * MERGE:  # transformers' video resize first scales tiny frames up to the factor
         scale = PATCH * MERGE / min(h, w)
         h, w = int(h * scale), int(w * scale)
-    size = smart_resize(h, w, min_pixels=min_pixels, max_pixels=max_pixels, num_frames=max(len(frames), TEMPORAL))
+    return frames, smart_resize(h, w, min_pixels=min_pixels, max_pixels=max_pixels,
+                                num_frames=max(len(frames), TEMPORAL))
+
+
+def process_video(frames, min_pixels=VIDEO_MIN_PIXELS, max_pixels=VIDEO_MAX_PIXELS):
+    """One video as a list of PIL frames (already sampled, same size) -> (pixel_values_videos, video_grid_thw [1, 3]).
+
+    All frames share one resize; an odd frame count is padded by repeating the last frame.
+    """
+    frames, size = video_layout(frames, min_pixels, max_pixels)
     x = torch.stack([_to_tensor(f, size) for f in frames])
     if pad := -len(frames) % TEMPORAL:
         x = torch.cat([x, x[-1:].expand(pad, -1, -1, -1)])
