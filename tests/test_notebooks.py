@@ -6,7 +6,8 @@ import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
-EXPECT = {"qwen3_vl_tour.ipynb": ["same tokens: True", "zoo.explain", "decode[b=1]"],
+EXPECT = {"qwen3_vl_tour.ipynb": ["same tokens: True", "zoo.explain", "decode[b=1]",
+                                  "same tokens as the reference: True", "from the cache"],
           "mla_explorer.ipynb": ["relative difference absorbed vs naive", "padding rows are zero: True"],
           "passes_walkthrough.ipynb": ["compiled == reference", "zoo.attention", "zoo.rope_"]}
 
