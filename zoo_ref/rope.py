@@ -195,7 +195,7 @@ class Rotary(nn.Module):
         if isinstance(s, LongRope):
             return torch.where(length > s.original_max_position_embeddings, self.long_inv_freq, self.inv_freq)
         # transformers' arithmetic, op for op: the same fp32 rounding
-        grown = torch.maximum(length, torch.tensor(s.max_position_embeddings, device=length.device))
+        grown = length.clamp(min=s.max_position_embeddings)  # (a scalar bound: nothing to copy to the device)
         base = self.theta * ((s.factor * grown / s.max_position_embeddings) - (s.factor - 1)) ** (self.dim /
                                                                                                 (self.dim - 2))
         exponents = torch.arange(0, self.dim, 2, dtype=torch.int64, device=length.device).float() / self.dim
