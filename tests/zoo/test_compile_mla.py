@@ -70,6 +70,9 @@ def test_sites_replaced_and_no_recompiles_in_decode(models):
         compiled(torch.rand(3, 1, 64, device=DEVICE), cache, torch.tensor([4, 5, 6]) + i, one)
     report = zoo.explain(compiled)
     assert report.graphs == before
+    # every compiled function's seconds: Dynamo tracing beside Inductor's compile (or cache load)
+    assert set(report.trace_seconds) == set(report.compile_seconds) == set(report.graphs), report
+    assert all(s > 0 for s in report.compile_seconds.values()) and all(s >= 0 for s in report.trace_seconds.values())
     for name, counts in report.per_graph:
         assert counts["rope"] == 1 and counts["rope_unpaired"] == 0, (name, counts)
         assert counts["attention" if "naive" in name else "attention_mla_latent"] == 1, (name, counts)
