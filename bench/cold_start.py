@@ -38,7 +38,8 @@ def child(model, cache_dir):
         with torch.device("cuda"):
             net = Qwen3VLForConditionalGeneration(config).to(torch.bfloat16).eval()
     else:
-        config = MLAConfig.from_dict(json.loads((ROOT / "zoo_ref/deepseek/configs/deepseek-r1.json").read_text()))
+        from bench.mla import R1
+        config = MLAConfig.from_dict(json.loads(R1.read_text()))
         with torch.device("cuda"):
             net = MLA(config).to(torch.bfloat16).eval()
     torch.cuda.synchronize()

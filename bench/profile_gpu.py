@@ -15,6 +15,7 @@ from torch.profiler import ProfilerActivity, profile
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import zoo  # noqa: E402
+from bench.mla import R1  # noqa: E402
 from bench.qwen3_vl import CONFIG_2B, image_prompt  # noqa: E402
 from zoo_ref.deepseek import MLA, MLAConfig  # noqa: E402
 from zoo_ref.qwen3_vl import Qwen3VLConfig, Qwen3VLForConditionalGeneration  # noqa: E402
@@ -70,7 +71,7 @@ def main():
                   f"encode {wall(lambda: compiled._vision(px.to(torch.bfloat16), *layout), 10):.3f} ms")
             top_kernels(lambda: compiled._vision(px.to(torch.bfloat16), *layout), 5, "vision 448 encode")
     if "mla" in what:
-        cfg = json.loads((ROOT / "zoo_ref/deepseek/configs/deepseek-r1.json").read_text())
+        cfg = json.loads(R1.read_text())
         with torch.device(dev):
             mla = randomize_(MLA(MLAConfig.from_dict(cfg))).to(torch.bfloat16).eval()
         c = zoo.compile(mla)

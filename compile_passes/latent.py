@@ -31,6 +31,10 @@ def _(q_lat, q_pe, kv, pe, mask, scale):
 def mla_mask(start_pos: Tensor, seq_lens: Tensor, t: int, size: int) -> Tensor:
     """zoo_ref's MLA mask over `size` cache slots: query t of row b (slot start_pos[b] + t) sees slots 0 .. its own
     when t < seq_lens[b], else nothing. bool [B, 1, t, size]."""
+    return _mla_mask(start_pos, seq_lens, t, size)
+
+
+def _mla_mask(start_pos, seq_lens, t, size):
     return attention_mask(*token_slots(start_pos, seq_lens, t), size)
 
 
@@ -46,7 +50,7 @@ def mla_window_attention(q_lat: Tensor, q_pe: Tensor, kv: Tensor, pe: Tensor, st
     some query sees: q_lat [B, T, H, C], q_pe [B, T, H, R], kv [B, S, C], pe [B, S, R] -> [B, T, H, C]. The CPU body
     is zoo_ref's forward to the letter (slots up to the longest row, one host read)."""
     n = min(kv.shape[1], max(1, int((start_pos + seq_lens).max())))  # lengths past S: the caller raises
-    mask = attention_mask(*token_slots(start_pos, seq_lens, q_lat.shape[1]), n)
+    mask = _mla_mask(start_pos, seq_lens, q_lat.shape[1], n)
     return latent_attention(q_lat, q_pe, kv[:, :n], pe[:, :n], mask, scale).contiguous()  # the fake's layout
 
 

@@ -35,6 +35,12 @@ def content_key(pixels: torch.Tensor, grid_row) -> tuple:
     return digest, tuple(int(v) for v in grid_row), str(pixels.dtype), raw.numel()
 
 
+def item_keys(pixels: torch.Tensor, grid_thw: torch.Tensor) -> list:
+    """content_key of each grid row's pixels (one image or one video each), in order."""
+    chunks = pixels.split(grid_thw.prod(-1).tolist())
+    return [content_key(chunk, row) for chunk, row in zip(chunks, grid_thw.tolist())]
+
+
 def device_digest(raw: torch.Tensor) -> tuple:
     """Two 64-bit sums of murmur-mixed 32-bit words (each word mixed with its index), computed where the bytes
     live; 16 bytes come back to the host."""
@@ -79,11 +85,12 @@ class EncoderCache:
     def stats(self) -> dict:
         return {"hits": self.hits, "misses": self.misses, "bytes": self.bytes, "entries": len(self.entries)}
 
-    def encode(self, encoder, pixels, grid_thw, merge: int):
-        """encoder(pixels, grid) for the items not cached; the call's (merged, levels) assembled in order."""
+    def encode(self, encoder, pixels, grid_thw, merge: int, keys=None):
+        """encoder(pixels, grid) for the items not cached; the call's (merged, levels) assembled in order.
+        keys: item_keys(pixels, grid_thw) when the caller has them already."""
         patches = grid_thw.prod(-1).tolist()
         chunks = pixels.split(patches)
-        keys = [content_key(chunk, row) for chunk, row in zip(chunks, grid_thw.tolist())]
+        keys = keys if keys is not None else item_keys(pixels, grid_thw)
         found = {}
         for key in keys:
             entry = self.get(key)

@@ -109,10 +109,11 @@ class CompiledMLA:
             cache_key = tuple((buf.data_ptr(), tuple(buf.shape), buf.stride()) for buf in (cache.kv, cache.pe))
             key = (mode, bucket, *cache_key)
             if key not in self._inputs:
+                if not any(k[2:] == cache_key for k in self._inputs):  # this cache's first graph: watch it once
+                    weakref.finalize(cache.kv, self._forget, cache_key)
                 self._inputs[key] = StaticBuffers(x=x.new_zeros(b, bucket, x.shape[2]), lengths=lengths)
                 if bucket > 1:
                     torch._dynamo.mark_dynamic(self._inputs[key].x, 1)  # one prefill graph for every bucket
-                weakref.finalize(cache.kv, self._forget, cache_key)
             inputs = self._inputs[key]
             inputs.x[:, :t].copy_(x)
             inputs.x[:, t:].zero_()

@@ -30,7 +30,7 @@ def _frames(x, size):
         y = F.interpolate(x.permute(0, 3, 1, 2).float(), size=size, mode="bicubic", antialias=True,
                           align_corners=False)
         y = y.round_().clamp_(0, 255).permute(0, 2, 3, 1).contiguous()
-    return (y * (1 / 255) - ref.MEAN) / ref.STD  # the reference's arithmetic, op for op
+    return ref.normalize(y)  # the reference's arithmetic, op for op
 
 
 def _patchify(frames, repeat: bool):

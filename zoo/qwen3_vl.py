@@ -4,6 +4,8 @@ set of image/video grids on GPU, layout memoized) and deepstack levels fed to th
 The encoder attends by segment: the graph gets each frame's bounds (cu_seqlens) and builds the reference's
 block-diagonal mask from them through zoo::segment_mask, which the attention pass swaps for attention per segment
 (FlashAttention varlen on CUDA): memory linear in the number of patches, several images and frames in one call."""
+import weakref
+
 import torch
 
 from compile_passes.windows import segment_mask
@@ -12,7 +14,7 @@ from zoo_ref.qwen3_vl import Qwen3VLForConditionalGeneration
 from zoo_ref.qwen3_vl.vision import segment_bounds
 
 from .cuda_graphs import StaticBuffers
-from .encoder_cache import EncoderCache, content_key
+from .encoder_cache import EncoderCache, item_keys
 from .registry import register
 from .runtime import CompiledDecoder
 
@@ -21,6 +23,7 @@ from .runtime import CompiledDecoder
 class CompiledQwen3VL(CompiledDecoder):
     def __init__(self, model, *args, encoder_cache_mb=256, **kwargs):
         self._layouts, self._vision_inputs = {}, {}  # per distinct image/video grids
+        self._keys_memo = None  # the last (pixels, grid) tensors' item keys: hashed once per call
         super().__init__(model, *args, **kwargs)
         if isinstance(encoder_cache_mb, bool) or not isinstance(encoder_cache_mb, (int, float)) or encoder_cache_mb < 0:
             raise InputError(f"encoder_cache_mb must be a number >= 0 (0: no cache), got {encoder_cache_mb!r}")
@@ -51,9 +54,9 @@ class CompiledQwen3VL(CompiledDecoder):
         if pixels is not None and grid is not None:
             where = (ids == c.image_token_id).nonzero()[:, 0].tolist()
             start = 0
-            for chunk, row in zip(pixels.split(grid.prod(-1).tolist()), grid.tolist()):
+            for row, key in zip(grid.tolist(), self._item_keys(pixels, grid)):
                 n = row[0] * row[1] * row[2] // c.vision.spatial_merge_size ** 2
-                items.append((where[start], where[start + n - 1] + 1, content_key(chunk, row)))
+                items.append((where[start], where[start + n - 1] + 1, key))
                 start += n
         video = (ids == c.video_token_id).nonzero()
         if len(video):
@@ -66,7 +69,19 @@ class CompiledQwen3VL(CompiledDecoder):
         encoder for the rest."""
         if self.encoder_cache is None:
             return self._encode(pixels, grid_thw)
-        return self.encoder_cache.encode(self._encode, pixels, grid_thw, self.config.vision.spatial_merge_size)
+        return self.encoder_cache.encode(self._encode, pixels, grid_thw, self.config.vision.spatial_merge_size,
+                                         self._item_keys(pixels, grid_thw))
+
+    def _item_keys(self, pixels, grid_thw):
+        """item_keys, hashed once for the same tensors (unchanged since): a generate's encoder cache and its
+        prefix check both ask."""
+        memo = self._keys_memo
+        if memo is not None and memo[0]() is pixels and memo[1]() is grid_thw and memo[2] == (pixels._version,
+                                                                                               grid_thw._version):
+            return memo[3]
+        keys = item_keys(pixels, grid_thw)
+        self._keys_memo = (weakref.ref(pixels), weakref.ref(grid_thw), (pixels._version, grid_thw._version), keys)
+        return keys
 
     def _encode(self, pixels, grid_thw):
         """The compiled vision encoder; on GPU one CUDA graph per distinct set of grids (layout memoized)."""

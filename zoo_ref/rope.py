@@ -63,8 +63,13 @@ class LongRope:
     attention_factor: float
 
 
+def exponents(dim: int, device=None):
+    """0, 2, ..., dim - 2 over dim (fp32): the powers of the base that give RoPE's frequencies."""
+    return torch.arange(0, dim, 2, dtype=torch.float32, device=device) / dim
+
+
 def inv_freq(dim: int, theta: float):
-    return 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    return 1.0 / (theta ** exponents(dim))
 
 
 def parse_rope(d: dict, default_theta: float = 10000.0, supported=("default", "yarn")):
@@ -125,7 +130,7 @@ def yarn_mscale(scale, mscale=1.0):
 
 def rope_inv_freq(dim: int, base: float, yarn: YarnConfig | None):
     """-> (inv_freq [dim / 2] fp32, attention_factor that scales cos/sin). yarn: a YarnConfig, a ScaledRope or None."""
-    pos_freqs = base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim)
+    pos_freqs = base ** exponents(dim)
     if yarn is None:
         return 1.0 / pos_freqs, 1.0
     if isinstance(yarn, ScaledRope):
@@ -179,7 +184,7 @@ class Rotary(nn.Module):
                 if len(getattr(yarn, name)) != dim // 2:
                     raise RopeConfigError(f"longrope {name} must have head_dim / 2 = {dim // 2} entries, got "
                                           f"{len(getattr(yarn, name))}")
-            base = theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim)
+            base = theta ** exponents(dim)
             freq, self.attention_factor = 1.0 / (torch.tensor(yarn.short_factor) * base), yarn.attention_factor
             self.register_buffer("long_inv_freq", 1.0 / (torch.tensor(yarn.long_factor) * base), persistent=False)
         else:
@@ -198,8 +203,8 @@ class Rotary(nn.Module):
         grown = length.clamp(min=s.max_position_embeddings)  # (a scalar bound: nothing to copy to the device)
         base = self.theta * ((s.factor * grown / s.max_position_embeddings) - (s.factor - 1)) ** (self.dim /
                                                                                                 (self.dim - 2))
-        exponents = torch.arange(0, self.dim, 2, dtype=torch.int64, device=length.device).float() / self.dim
-        return torch.where(length > s.max_position_embeddings, 1.0 / (base ** exponents), self.inv_freq)
+        grown_freq = 1.0 / (base ** exponents(self.dim, length.device))
+        return torch.where(length > s.max_position_embeddings, grown_freq, self.inv_freq)
 
     def forward(self, positions, dtype):
         freqs = positions[..., None].float() * self.frequencies(positions)

@@ -67,6 +67,11 @@ def _to_tensor(image: Image.Image, size):
     h, w = size
     image = to_rgb(image).resize((w, h), resample=Image.Resampling.BICUBIC)
     x = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float()
+    return normalize(x)
+
+
+def normalize(x):
+    """uint8 levels (as floats) -> the model's input scale: [0, 255] to [0, 1], then (x - mean) / std."""
     return (x * (1 / 255) - MEAN) / STD
 
 
