@@ -1,6 +1,8 @@
 """Qwen3-VL preprocessing: zoo_ref's PIL processor (= transformers') vs zoo/preprocess.py on the CPU and, where
-there is one, the GPU; 448 / 1024 / 1792 square images and 16 video frames of 640x360. Median ms of 5 runs after a
-warm-up; the GPU rows include the host->device copy of the uint8 pixels and end with a synchronize.
+there is one, the GPU; 448 / 1024 / 1792 square images, 16 video frames of 640x360, and a batch of eight 1024x1024 JPEG
+files (decoding included; zoo's images decoded by worker threads while the device works, or one at a time with
+workers=1). Median ms of 5 runs after a warm-up; the GPU rows include the host->device copy of the uint8 pixels and end
+with a synchronize.
 
   python bench/preprocess.py [--out DIR]
 """
@@ -9,6 +11,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -45,12 +48,19 @@ def main():
     cuda = torch.cuda.is_available()
     cases = {f"image {s}x{s}": ([picture(s, s, s)], process_images, fast_images) for s in (448, 1024, 1792)}
     cases["video 16 frames 640x360"] = ([picture(360, 640, i) for i in range(16)], process_video, fast_video)
+    files = tempfile.mkdtemp(prefix="zoo-bench-")
+    jpegs = [Path(files, f"{i}.jpg") for i in range(8)]
+    for i, path in enumerate(jpegs):
+        picture(1024, 1024, 100 + i).save(path, quality=90)
+    cases["8 JPEG files 1024x1024"] = (jpegs, process_images, fast_images)
     rows = {}
     for name, (inputs, old, new) in cases.items():
         row = {"zoo_ref PIL (CPU) ms": ms(lambda: old(inputs), False),
                "zoo torch CPU ms": ms(lambda: new(inputs), False)}
         if cuda:
             row["zoo torch GPU ms"] = ms(lambda: new(inputs, device="cuda"), True)
+            if name.startswith("8 "):
+                row["zoo torch GPU, one image at a time ms"] = ms(lambda: new(inputs, device="cuda", workers=1), True)
         rows[name] = row
         print(name, json.dumps(row), flush=True)
     info = {"torch": torch.__version__, "threads": torch.get_num_threads(),

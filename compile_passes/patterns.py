@@ -12,6 +12,7 @@ from contextlib import contextmanager
 
 import torch
 from torch._inductor.pattern_matcher import PatternMatcherPass, fwd_only, gen_pattern, register_graph_pattern
+from torch._subclasses.fake_tensor import unset_fake_temporarily
 
 _LAYER = re.compile(r"(layers|blocks)[.\[]'?(\d+)")
 
@@ -34,14 +35,20 @@ def _layout_key(x):
     return (x.dtype, x.dim(), order, x.is_contiguous(), tuple(s == 1 for s in x.shape))
 
 
-def _example_like(x, magic):
-    """Random values laid out like x, drawn from a generator of our own (torch's global RNG stays untouched)."""
-    if not isinstance(x, torch.Tensor):
+def _layout_of(x):
+    """What an example needs of a real argument (its layout, not its values: the tensor itself is not kept)."""
+    return (tuple(x.shape), x.stride(), x.dtype, x.device) if isinstance(x, torch.Tensor) else None
+
+
+def _example(layout, magic):
+    """Random values with `layout`, drawn from a generator of our own (torch's global RNG stays untouched)."""
+    if layout is None:
         return magic
-    g = torch.Generator(device=x.device).manual_seed(0)
-    y = torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device=x.device)
-    if x.dtype == torch.bool:
-        return y.copy_(torch.rand(x.shape, device=x.device, generator=g) > 0.5)
+    shape, stride, dtype, device = layout
+    g = torch.Generator(device=device).manual_seed(0)
+    y = torch.empty_strided(shape, stride, dtype=dtype, device=device)
+    if dtype == torch.bool:
+        return y.copy_(torch.rand(shape, device=device, generator=g) > 0.5)
     return y.normal_(generator=g)
 
 
@@ -55,21 +62,26 @@ class Replacement:
         self.argnames = list(inspect.signature(search).parameters)
         self.matcher = PatternMatcherPass(pass_name=f"zoo_{name}")
         self.keys = set()
+        self.pending = []  # layouts seen but not traced yet (tracing waits for the first graph to search)
         self.patterns = set()
         self.replaced_sites = []  # layer of each site replaced by the last apply()
 
     def register_like(self, args):
-        """Register the pattern for the layouts of `args` (the arguments of one real call).
+        """Note the layouts of `args` (the arguments of one real call): a pattern for them is traced when a graph is
+        first searched, so a process whose graphs all come from the compile cache never traces one."""
+        key = tuple(_layout_key(a) for a in args)
+        if key not in self.keys:
+            self.keys.add(key)
+            self.pending.append([_layout_of(a) for a in args])
+
+    def _register(self, layouts):
+        """Register the pattern for one call-site layout.
 
         Like register_replacement, minus its re-trace check: that check re-traces the search function on
         the graph's symbolic-shape inputs, which decomposes differently from the graph itself, so nothing
         would ever match in a dynamic-shape graph. Shapes are checked by `extra_check` instead, and the
         tests compare every compiled graph with zoo_ref."""
-        key = tuple(_layout_key(a) for a in args)
-        if key in self.keys:
-            return
-        self.keys.add(key)
-        examples = [_example_like(a, self.magic) for a in args]
+        examples = [_example(layout, self.magic) for layout in layouts]
         workaround = {self.scalar_name: self.magic} if self.scalar_name else {}
         with torch.no_grad():
             pattern = gen_pattern(self.search, examples, fwd_only, workaround)
@@ -91,6 +103,10 @@ class Replacement:
 
     def apply(self, graph) -> int:
         self.replaced_sites = []
+        if self.pending:  # inside Inductor's compile: trace on real tensors, outside its fake mode and context
+            with unset_fake_temporarily(), torch._guards.tracing(None):
+                while self.pending:
+                    self._register(self.pending.pop(0))
         return self.matcher.apply(graph) if self.keys else 0
 
 

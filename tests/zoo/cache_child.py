@@ -39,7 +39,8 @@ def main(cache_dir, passes, extra_text=0, export=None, install=None):
         zoo.export_cache(export, cache_dir)
     print(json.dumps({"seconds": seconds, "tokens": tokens.tolist(), "logits": logits.flatten().tolist(),
                       "per_graph": report.per_graph, "sites": {k: dict(v) for k, v in report.sites.items()},
-                      "from_cache": report.from_cache}))
+                      "from_cache": report.from_cache,
+                      "patterns_traced": sum(len(r.patterns) for r in compiled.compiler.manager.replacements)}))
 
 
 if __name__ == "__main__":

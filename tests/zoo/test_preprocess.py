@@ -58,6 +58,24 @@ def test_images_that_need_no_resize_are_bit_identical(size):
     compare(fast_images(imgs, device=DEVICE), process_images(imgs), exact=True)
 
 
+def test_several_images_decoded_in_threads_equal_one_at_a_time(tmp_path):
+    """A batch of image files of different sizes (decoded by worker threads, queued in order): the same values and
+    grids as one image at a time and as the reference, and a bad item's error names its index."""
+    imgs = [picture(224 + 32 * i, 256, seed=i, smooth=False) for i in range(5)] + [picture(50, 70, 7, True)]
+    paths = []
+    for i, img in enumerate(imgs):
+        paths.append(tmp_path / f"{i}.png")
+        img.save(paths[-1])
+    threaded, in_turn = fast_images(paths, device=DEVICE), fast_images(paths, device=DEVICE, workers=1)
+    assert torch.equal(threaded[0], in_turn[0]) and torch.equal(threaded[1], in_turn[1])
+    want = process_images(imgs[:5])
+    n = int(want[1].prod(-1).sum())
+    exact = all(smart_resize(img.height, img.width) == (img.height, img.width) for img in imgs[:5])
+    compare((threaded[0][:n], threaded[1][:5]), want, exact)
+    with pytest.raises(TypeError, match="images\\[2\\] must be a PIL image"):
+        fast_images(paths[:2] + [3.5] + paths[2:], device=DEVICE)
+
+
 @settings(max_examples=6, deadline=None)
 @given(n=st.integers(1, 5), h=st.integers(20, 300), w=st.integers(20, 300), seed=st.integers(0, 99))
 def test_videos_equal_the_reference(n, h, w, seed):
