@@ -75,12 +75,13 @@ def main():
     p.add_argument("--models", default="qwen3_vl,mla")
     p.add_argument("--out", default=os.environ.get("OUT", "."))
     p.add_argument("--child", nargs=2, metavar=("MODEL", "CACHE_DIR"))
+    p.add_argument("--cache-root", default=None, help="where the cache directories are made (default: the temp dir)")
     args = p.parse_args()
     if args.child:
         return child(*args.child)
     results = {}
     for model in args.models.split(","):
-        cache_dir = tempfile.mkdtemp(prefix=f"zoo-cold-{model}-")
+        cache_dir = tempfile.mkdtemp(prefix=f"zoo-cold-{model}-", dir=args.cache_root)
         for run in ("cold", "warm"):
             t0 = time.perf_counter()
             proc = subprocess.run([sys.executable, __file__, "--child", model, cache_dir], capture_output=True,

@@ -94,7 +94,10 @@ class Compiler:
             if dynamic is True:
                 # Duck sizing would tie dims that happen to be equal in the first call (a video's patches vs one
                 # frame's position-embedding taps) and recompile when they differ: give each dim its own symbol.
-                with torch.fx.experimental._config.patch(use_duck_shape=False):
+                # Floats read off modules (nn.Embedding's norm_type, eps) are constants: traced as symbols, Dynamo
+                # specializes them late and restarts the whole trace (each dynamic graph traced twice).
+                with torch.fx.experimental._config.patch(use_duck_shape=False), \
+                        torch._dynamo.config.patch(specialize_float=True):
                     out = compiled(*args, **kwargs)
             else:
                 out = compiled(*args, **kwargs)
