@@ -8,8 +8,9 @@ ops compute exactly zoo_ref's `window_mask`, so an uncompiled or unrewritten gra
 `attend_by_window` then rewrites every `zoo::attention(q, k, v, <window or prompt mask>, scale)` into
 `zoo::window_attention` / `zoo::prompt_attention`, which take the window itself; the mask ops lose their users and
 are erased, so no [B, 1, T, S] mask is built or read:
-- decode (T <= 4) on CUDA: a split-K Triton kernel (kernels/gqa_decode.py) that loops over each row's visible
-  keys only, its splits sized on the device from the window (CUDA-graph safe, no host sync);
+- decode, and the suffix after a reused conversation prefix (T <= 256 queries), on CUDA: a split-K Triton kernel
+  (kernels/gqa_decode.py) that loops over each query's visible keys only, its splits sized on the device from the
+  window (CUDA-graph safe, no host sync; the queries of one row re-read its keys from L2);
 - prompts without padding: SDPA's causal kernel (on the H100 about twice as fast as FlashAttention varlen);
 - padded prompts on CUDA (bf16/fp16): FlashAttention varlen over the packed prompt, each row cut into three causal
   segments (padding before, tokens, padding after), the padding queries' outputs zeroed; GQA without copies;
@@ -73,6 +74,11 @@ def _masked(q, k, v, mask, scale):
     return bthd(_sdpa(q, k, v, mask, scale))
 
 
+# One program per (query, kv head, split): past a few hundred queries the re-reads of the row's keys outgrow a
+# flash kernel's single pass; up to here they come from L2 (a chat turn's suffix: tens of tokens).
+WINDOW_KERNEL_MAX_QUERIES = 256
+
+
 @torch.library.custom_op("zoo::window_attention", mutates_args=())
 def window_attention(q: Tensor, k: Tensor, v: Tensor, key_start: Tensor, key_end: Tensor, query_slots: Tensor,
                      scale: float) -> Tensor:
@@ -83,7 +89,8 @@ def window_attention(q: Tensor, k: Tensor, v: Tensor, key_start: Tensor, key_end
 
 def _window_dense(q, k, v, key_start, key_end, query_slots, scale):
     """The reference's masked softmax over the slots below the last visible key (one host read for that bound:
-    the CPU body, and on CUDA only what the decode kernel does not cover, which the runtime never runs)."""
+    the CPU body, and on CUDA what the window kernel does not cover: a suffix of more than 256 tokens after a
+    reused prefix, fp32 with head dims above 256)."""
     n = max(1, int(torch.minimum(key_end.max(), query_slots.max() + 1)))
     k, v = k[:, :, :n], v[:, :, :n]
     return _masked(q, k, v, _window_mask(key_start, key_end, query_slots, n), scale)
@@ -96,7 +103,7 @@ def _(q, k, v, key_start, key_end, query_slots, scale):
 
 @window_attention.register_kernel("cuda")
 def _window_attention_cuda(q, k, v, key_start, key_end, query_slots, scale):
-    if q.shape[2] <= 4 and q.shape[-1] == v.shape[-1] <= 256 and q.shape[1] % k.shape[1] == 0:
+    if q.shape[2] <= WINDOW_KERNEL_MAX_QUERIES and q.shape[-1] == v.shape[-1] <= 256 and q.shape[1] % k.shape[1] == 0:
         from .kernels.gqa_decode import gqa_window_decode_triton
         return gqa_window_decode_triton(q, k, v, key_start, key_end, query_slots, scale)
     return _window_dense(q, k, v, key_start, key_end, query_slots, scale)

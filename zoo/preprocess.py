@@ -10,7 +10,7 @@ levels at a few pixels: tests/zoo/test_preprocess.py states the bound. On the H1
 1792x1792 image takes 8.0 ms on the GPU path against the reference's 59.7 ms.
 
 Several images overlap: worker threads decode and convert the next images (PIL releases the GIL while it decodes)
-while this thread queues the device work for the ones ready, copied from pinned memory without waiting.
+while this thread queues the device work for the ones ready.
 """
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -53,13 +53,12 @@ def _patchify(frames, repeat: bool):
     return x.reshape(gt * gh * gw, c * TEMPORAL * PATCH * PATCH), (gt, gh, gw)
 
 
-def _host_image(item, min_pixels, max_pixels, pin):
+def _host_image(item, min_pixels, max_pixels):
     """(index, image) -> ([H, W, 3] uint8, target (h, w)): the host's share (open, decode, convert), thread-safe."""
     i, img = item
     img = as_image(img, f"images[{i}]")
     size = smart_resize(img.height, img.width, min_pixels=min_pixels, max_pixels=max_pixels)
-    x = _uint8(img)
-    return (x.pin_memory() if pin else x), size
+    return _uint8(img), size
 
 
 def process_images(images, device=None, min_pixels=ref.IMAGE_MIN_PIXELS, max_pixels=ref.IMAGE_MAX_PIXELS,
@@ -69,11 +68,10 @@ def process_images(images, device=None, min_pixels=ref.IMAGE_MIN_PIXELS, max_pix
     workers: threads decoding images ahead of the device work (default: up to 8, one per image; 1 = in turn)."""
     if not isinstance(images, (list, tuple)):
         images = [images]
-    pin = torch.device(device or "cpu").type == "cuda"  # a pinned source lets the copy run without a host wait
     workers = workers or min(len(images), 8, os.cpu_count() or 1)
 
     def host(item):
-        return _host_image(item, min_pixels, max_pixels, pin)
+        return _host_image(item, min_pixels, max_pixels)
     patches, grids = [], []
     with ThreadPoolExecutor(workers) if workers > 1 else _InTurn() as pool:
         for x, size in pool.map(host, enumerate(images)):  # in order, each as soon as it is ready
