@@ -7,6 +7,10 @@ them before `run` and read the returned output tensor, which the next replay ove
 import torch
 from torch import nn
 
+# Prompts up to this length prefill through a CUDA graph per power-of-two length (their launches, ~1000 for a
+# 28-layer decoder, would cost more host time than the device needs); longer ones amortize their launches.
+GRAPH_MAX_T = 1024
+
 
 class StaticBuffers(nn.Module):
     """Named tensors at fixed addresses: a captured graph's inputs, outputs and state."""

@@ -17,11 +17,9 @@ import torch
 from zoo_ref.deepseek.mla import MLA, MLACache, raise_for_flags, to_device, token_slots, value_flags
 
 from .compiler import Compiler
-from .cuda_graphs import GraphRunner, StaticBuffers
+from .cuda_graphs import GRAPH_MAX_T, GraphRunner, StaticBuffers
 from .packing import PackedWeights
 from .registry import register
-
-GRAPH_MAX_T = 1024  # prefill longer than this runs the compiled graph directly (its launches are amortized)
 
 
 @register(MLA)

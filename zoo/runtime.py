@@ -21,7 +21,7 @@ from zoo_ref.inputs import check_count, check_tokens
 from zoo_ref.sampling import SamplingParams, keep_threshold, sample_next, sampling_params, seen_tokens
 
 from .compiler import Compiler
-from .cuda_graphs import GraphRunner, StaticBuffers
+from .cuda_graphs import GRAPH_MAX_T, GraphRunner, StaticBuffers
 from .packing import PackedWeights
 from .prefix import PrefixCache
 from .registry import register
@@ -85,6 +85,13 @@ class PromptSlots(nn.Module):
         return self.cache.k[:, :, :t], self.cache.v[:, :, :t]
 
 
+def _pad(x, dim, n):
+    """x with n zeros appended along dim."""
+    shape = list(x.shape)
+    shape[dim] = n
+    return torch.cat([x, x.new_zeros(shape)], dim)
+
+
 @register(CausalLM)
 class CompiledDecoder:
     EOS_CHECK_EVERY = 8
@@ -110,6 +117,7 @@ class CompiledDecoder:
         self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
         self.graphs = GraphRunner() if self.cuda_graphs else None
         self._prefills, self._decoders, self._extend = {}, {}, None
+        self._prefill_inputs = {}  # (batch bucket, length bucket, padded) -> the prefill graph's static inputs
         self.prefix = PrefixCache(model)  # what the last batch-1 generate left in the cache (zoo/prefix.py)
         self._register_patterns()
 
@@ -117,12 +125,14 @@ class CompiledDecoder:
     # The mask is the reference's, built from each row's token window by zoo ops that the attention pass
     # recognizes: it swaps in attention over the window itself, so the mask is never materialized.
     # Prompts without padding run plain causal attention (the fastest kernels); padded ones attend by window.
-    def _prefill_fn(self, caches, x, positions, deepstack, key_start, key_end, all_logits: bool, padded: bool):
+    def _prefill_fn(self, caches, x, positions, deepstack, key_start, key_end, last, all_logits: bool,
+                    padded: bool):
+        """last: [1] index of the prompt's last token (a prompt padded to a length bucket ends before x does)."""
         t = x.shape[1]
         slots = torch.arange(t, device=x.device)
         mask = prompt_mask(key_start, key_end, t, padded)
         h = self.model.decoder(x, positions, mask, deepstack.unbind(0), caches, slots)
-        return self.model.lm_head(h if all_logits else h[:, -1])
+        return self.model.lm_head(h if all_logits else h.index_select(1, last)[:, 0])
 
     def _extend_fn(self, caches, x, positions, deepstack, key_start, key_end, query_slots):
         """A prompt's suffix after a prefix already in the cache: its tokens at query_slots attend to every slot
@@ -155,8 +165,9 @@ class CompiledDecoder:
                 start = torch.zeros(b, dtype=torch.long, device=self.device)
                 pos, _ = self.model.rope_positions(torch.zeros(b, t, dtype=torch.long, device=self.device),
                                                    torch.ones(b, t, dtype=torch.bool, device=self.device))
+                last = torch.tensor([t - 1], device=self.device)
                 for all_logits in (False, True):
-                    self._prefill_fn(self.prompt_caches[b], x, pos, levels, start, start + t, all_logits, False)
+                    self._prefill_fn(self.prompt_caches[b], x, pos, levels, start, start + t, last, all_logits, False)
                 self._decode_fn(self.caches[b], decode_state(b, self.max_len, self.text.vocab_size, self.device))
                 if b == 1:
                     self._extend_fn(self.caches[b], x, pos, levels, start, start + t, torch.arange(t, device=x.device))
@@ -213,6 +224,32 @@ class CompiledDecoder:
             self._prefills[key] = self.compiler(fn, name, dynamic=True)
         return self._prefills[key]
 
+    def _prefill_last(self, p):
+        """The prompt's last-token logits [bucket, vocab]. Up to GRAPH_MAX_T tokens the prompt is padded to a
+        power-of-two length (every device: the CPU tests cover the padding) and, on CUDA, replayed from a graph per
+        (batch bucket, length, padded). The padding tokens come after every row's last token (generate's rows are
+        left-padded): they extend each window to the end, so the prompt stays unpadded for the attention (plain
+        causal), causality keeps them out of the real tokens, and the decode overwrites their cache slots."""
+        t = p.x.shape[1]
+        # capped below max_seq_len: a prompt filling the whole buffer traces differently (a recompile)
+        tb = max(t, min(1 << (t - 1).bit_length(), self.max_len - 1)) if t <= GRAPH_MAX_T else t
+        fn = self._prefill(p.bucket, False, p.padded)
+        caches, extra = self.prompt_caches[p.bucket], tb - t
+        inputs = dict(x=p.x, positions=p.positions, levels=p.levels, key_start=p.key_start, key_end=p.key_end + extra,
+                      last=p.key_end[:1] - 1)
+        if extra:
+            inputs.update(x=_pad(p.x, 1, extra), positions=_pad(p.positions, -1, extra),
+                          levels=_pad(p.levels, 2, extra))
+        if not (self.cuda_graphs and tb <= GRAPH_MAX_T):
+            return fn(caches, *inputs.values())
+        key = ("prefill", p.bucket, tb, p.padded)
+        if key not in self._prefill_inputs:
+            self._prefill_inputs[key] = StaticBuffers(**inputs)
+        static = self._prefill_inputs[key]
+        for name, value in inputs.items():
+            getattr(static, name).copy_(value)
+        return self.graphs.run(key, fn, caches, *(getattr(static, name) for name in inputs), state=static).clone()
+
     def _vision_items(self, input_ids, inputs) -> list:
         """[(start, end, content key)] of the vision items in a one-row prompt (none in text models)."""
         return []
@@ -233,7 +270,7 @@ class CompiledDecoder:
         p = self._prepare(input_ids, valid, 0, inputs)
         self.prefix.forget()  # this call writes the cache
         logits = self._prefill(p.bucket, True, p.padded)(self.prompt_caches[p.bucket], p.x, p.positions, p.levels,
-                                                         p.key_start, p.key_end)
+                                                         p.key_start, p.key_end, p.key_end[:1] - 1)
         return logits[:b, -t:]
 
     forward = __call__
@@ -260,8 +297,7 @@ class CompiledDecoder:
             logits = self._extend(self.caches[1], p.x[:, reuse:], p.positions[..., reuse:], p.levels[:, :, reuse:],
                                   p.key_start, p.key_end, torch.arange(reuse, t, device=self.device))
         else:
-            logits = self._prefill(bucket, False, p.padded)(self.prompt_caches[bucket], p.x, p.positions, p.levels,
-                                                            p.key_start, p.key_end)
+            logits = self._prefill_last(p)
         self.prefix.count(reuse, t - reuse)
         step = self._decoder(bucket)
 
