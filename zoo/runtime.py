@@ -12,7 +12,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from compile_passes.windows import prompt_mask, window_mask
+from compile_passes.windows import WINDOW_KERNEL_MAX_QUERIES, prompt_mask, window_mask
 from zoo_ref.causal_lm import CausalLM
 from zoo_ref.decoder import new_caches, token_window
 from zoo_ref.errors import InputError
@@ -86,7 +86,8 @@ class PromptSlots(nn.Module):
 
 
 def _pad(x, dim, n):
-    """x with n zeros appended along dim."""
+    """x with n zeros appended along dim: always a new tensor (a graph input that is a view in one call and not in
+    the next fails a Dynamo guard: a recompile)."""
     shape = list(x.shape)
     shape[dim] = n
     return torch.cat([x, x.new_zeros(shape)], dim)
@@ -117,7 +118,7 @@ class CompiledDecoder:
         self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
         self.graphs = GraphRunner() if self.cuda_graphs else None
         self._prefills, self._decoders, self._extend = {}, {}, None
-        self._prefill_inputs = {}  # (batch bucket, length bucket, padded) -> the prefill graph's static inputs
+        self._graph_inputs = {}  # (prefill / extend, batch bucket, length bucket, padded) -> a graph's static inputs
         self.prefix = PrefixCache(model)  # what the last batch-1 generate left in the cache (zoo/prefix.py)
         self._register_patterns()
 
@@ -134,12 +135,12 @@ class CompiledDecoder:
         h = self.model.decoder(x, positions, mask, deepstack.unbind(0), caches, slots)
         return self.model.lm_head(h if all_logits else h.index_select(1, last)[:, 0])
 
-    def _extend_fn(self, caches, x, positions, deepstack, key_start, key_end, query_slots):
+    def _extend_fn(self, caches, x, positions, deepstack, key_start, key_end, last, query_slots):
         """A prompt's suffix after a prefix already in the cache: its tokens at query_slots attend to every slot
-        of the window before them (decode's structure, several queries)."""
+        of the window before them (decode's structure, several queries). last: [1] index of its last token."""
         mask = window_mask(key_start, key_end, query_slots, self.max_len)
         h = self.model.decoder(x, positions, mask, deepstack.unbind(0), caches, query_slots)
-        return self.model.lm_head(h[:, -1])
+        return self.model.lm_head(h.index_select(1, last)[:, 0])
 
     def _decode_fn(self, caches, state):
         x = self.model.decoder.embed_tokens(state.tokens[:, None])
@@ -170,7 +171,8 @@ class CompiledDecoder:
                     self._prefill_fn(self.prompt_caches[b], x, pos, levels, start, start + t, last, all_logits, False)
                 self._decode_fn(self.caches[b], decode_state(b, self.max_len, self.text.vocab_size, self.device))
                 if b == 1:
-                    self._extend_fn(self.caches[b], x, pos, levels, start, start + t, torch.arange(t, device=x.device))
+                    self._extend_fn(self.caches[b], x, pos, levels, start, start + t, last,
+                                    torch.arange(t, device=x.device))
         with torch.no_grad(), self.compiler.manager.record_call_sites():
             self._record_extra()  # bodies whose layouts do not depend on the batch bucket: once
 
@@ -224,28 +226,32 @@ class CompiledDecoder:
             self._prefills[key] = self.compiler(fn, name, dynamic=True)
         return self._prefills[key]
 
-    def _prefill_last(self, p):
-        """The prompt's last-token logits [bucket, vocab]. Up to GRAPH_MAX_T tokens the prompt is padded to a
-        power-of-two length (every device: the CPU tests cover the padding) and, on CUDA, replayed from a graph per
-        (batch bucket, length, padded). The padding tokens come after every row's last token (generate's rows are
-        left-padded): they extend each window to the end, so the prompt stays unpadded for the attention (plain
+    def _last_logits(self, kind, fn, caches, p, start):
+        """The last-token logits [bucket, vocab] of tokens [start, T) of prompt p: a whole prompt (kind "prefill",
+        start 0) or the suffix after a reused prefix ("extend"). Up to a bound the tokens are padded to a
+        power-of-two count (on every device: the CPU tests cover it) and, on CUDA, replayed from a graph per
+        (kind, batch bucket, count, padded). The padding tokens come after every row's last token (generate's rows
+        are left-padded): they extend each window to the end, so a prompt stays unpadded for the attention (plain
         causal), causality keeps them out of the real tokens, and the decode overwrites their cache slots."""
-        t = p.x.shape[1]
-        # capped below max_seq_len: a prompt filling the whole buffer traces differently (a recompile)
-        tb = max(t, min(1 << (t - 1).bit_length(), self.max_len - 1)) if t <= GRAPH_MAX_T else t
-        fn = self._prefill(p.bucket, False, p.padded)
-        caches, extra = self.prompt_caches[p.bucket], tb - t
-        inputs = dict(x=p.x, positions=p.positions, levels=p.levels, key_start=p.key_start, key_end=p.key_end + extra,
-                      last=p.key_end[:1] - 1)
-        if extra:
-            inputs.update(x=_pad(p.x, 1, extra), positions=_pad(p.positions, -1, extra),
-                          levels=_pad(p.levels, 2, extra))
-        if not (self.cuda_graphs and tb <= GRAPH_MAX_T):
+        n = p.x.shape[1] - start
+        # bounds: prompts past GRAPH_MAX_T amortize their launches; a suffix past the window kernel's query limit
+        # takes the attention's dense path, which reads a bound on the host (not capturable)
+        bound = GRAPH_MAX_T if kind == "prefill" else WINDOW_KERNEL_MAX_QUERIES
+        # at least 2 (Dynamo would specialize a length of 1), below max_seq_len (a prompt filling the whole buffer
+        # traces differently): either would be a recompile
+        nb = max(n, min(1 << max(1, (n - 1).bit_length()), self.max_len - 1 - start)) if n <= bound else n
+        extra = nb - n
+        inputs = dict(x=_pad(p.x[:, start:], 1, extra), positions=_pad(p.positions[..., start:], -1, extra),
+                      levels=_pad(p.levels[:, :, start:], 2, extra), key_start=p.key_start,
+                      key_end=p.key_end + extra, last=torch.full((1,), n - 1, device=self.device))
+        if kind == "extend":
+            inputs["query_slots"] = torch.arange(start, start + nb, device=self.device)
+        if not (self.cuda_graphs and n <= bound):
             return fn(caches, *inputs.values())
-        key = ("prefill", p.bucket, tb, p.padded)
-        if key not in self._prefill_inputs:
-            self._prefill_inputs[key] = StaticBuffers(**inputs)
-        static = self._prefill_inputs[key]
+        key = (kind, p.bucket, nb, p.padded)
+        if key not in self._graph_inputs:
+            self._graph_inputs[key] = StaticBuffers(**inputs)
+        static = self._graph_inputs[key]
         for name, value in inputs.items():
             getattr(static, name).copy_(value)
         return self.graphs.run(key, fn, caches, *(getattr(static, name) for name in inputs), state=static).clone()
@@ -294,10 +300,10 @@ class CompiledDecoder:
         if reuse:  # only the suffix: its queries see the held prefix's K/V
             if self._extend is None:
                 self._extend = self.compiler(self._extend_fn, "extend[b=1]", dynamic=True)
-            logits = self._extend(self.caches[1], p.x[:, reuse:], p.positions[..., reuse:], p.levels[:, :, reuse:],
-                                  p.key_start, p.key_end, torch.arange(reuse, t, device=self.device))
+            logits = self._last_logits("extend", self._extend, self.caches[1], p, reuse)
         else:
-            logits = self._prefill_last(p)
+            logits = self._last_logits("prefill", self._prefill(bucket, False, p.padded), self.prompt_caches[bucket],
+                                       p, 0)
         self.prefix.count(reuse, t - reuse)
         step = self._decoder(bucket)
 
