@@ -12,6 +12,11 @@ from torch import nn
 GRAPH_MAX_T = 1024
 
 
+def length_bucket(n: int) -> int:
+    """The power-of-two length (at least 2: Dynamo would specialize a length of 1) that n tokens are padded to."""
+    return 1 << max(1, (n - 1).bit_length())
+
+
 class StaticBuffers(nn.Module):
     """Named tensors at fixed addresses: a captured graph's inputs, outputs and state."""
 

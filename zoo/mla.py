@@ -17,7 +17,7 @@ import torch
 from zoo_ref.deepseek.mla import MLA, MLACache, raise_for_flags, to_device, token_slots, value_flags
 
 from .compiler import Compiler
-from .cuda_graphs import GRAPH_MAX_T, GraphRunner, StaticBuffers
+from .cuda_graphs import GRAPH_MAX_T, GraphRunner, StaticBuffers, length_bucket
 from .packing import PackedWeights
 from .registry import register
 
@@ -89,7 +89,7 @@ class CompiledMLA:
         self.packed.check()
         lengths = to_device(torch.stack([start_pos, seq_lens]), x.device)  # [2, B]: start_pos, seq_lens
         step = self._steps[(mode, "decode" if t == 1 else "prefill")]
-        bucket = 1 if t == 1 else max(2, 1 << (t - 1).bit_length())
+        bucket = 1 if t == 1 else length_bucket(t)
         if not (self.cuda_graphs and (t == 1 or (on_host and bucket <= GRAPH_MAX_T))):
             if t > 1:
                 torch._dynamo.mark_dynamic(x, 1)

@@ -12,6 +12,8 @@ levels at a few pixels: tests/zoo/test_preprocess.py states the bound. On the H1
 Several images overlap: worker threads decode and convert the next images (PIL releases the GIL while it decodes)
 while this thread queues the device work for the ones ready.
 """
+import contextlib
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -69,29 +71,15 @@ def process_images(images, device=None, min_pixels=ref.IMAGE_MIN_PIXELS, max_pix
     if not isinstance(images, (list, tuple)):
         images = [images]
     workers = workers or min(len(images), 8, os.cpu_count() or 1)
-
-    def host(item):
-        return _host_image(item, min_pixels, max_pixels)
+    host = functools.partial(_host_image, min_pixels=min_pixels, max_pixels=max_pixels)
     patches, grids = [], []
-    with ThreadPoolExecutor(workers) if workers > 1 else _InTurn() as pool:
-        for x, size in pool.map(host, enumerate(images)):  # in order, each as soon as it is ready
+    with ThreadPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
+        ready = pool.map(host, enumerate(images)) if pool else map(host, enumerate(images))  # in order
+        for x, size in ready:
             p, grid = _patchify(_frames(x.to(device, non_blocking=True)[None], size), repeat=True)
             patches.append(p)
             grids.append(grid)
     return torch.cat(patches), torch.tensor(grids, dtype=torch.long)
-
-
-class _InTurn:
-    """ThreadPoolExecutor's map without threads (one image, or workers=1)."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def map(self, fn, items):
-        return map(fn, items)
 
 
 def process_video(frames, device=None, min_pixels=ref.VIDEO_MIN_PIXELS, max_pixels=ref.VIDEO_MAX_PIXELS):

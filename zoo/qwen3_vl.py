@@ -85,12 +85,12 @@ class CompiledQwen3VL(CompiledDecoder):
 
     def _encode(self, pixels, grid_thw):
         """The compiled vision encoder; on GPU one CUDA graph per distinct set of grids (layout memoized)."""
-        if int(grid_thw.prod(-1).sum()) == self.config.vision.spatial_merge_size ** 2:
+        key = tuple(map(tuple, grid_thw.tolist()))
+        if sum(t * h * w for t, h, w in key) == self.config.vision.spatial_merge_size ** 2:
             # one merged token in all: Dynamo would specialize that size to 1 and recompile for every later image;
             # the image twice (two segments, each attending only to itself) gives the same features
             merged, levels = self._encode(pixels.repeat(2, 1), grid_thw.repeat(2, 1))
             return merged[:1], [x[:1] for x in levels]
-        key = tuple(map(tuple, grid_thw.tolist()))
         if key not in self._layouts:  # the reference's layout, its mask replaced by the frames' bounds
             cu = segment_bounds(grid_thw)
             self._layouts[key] = (*self.model.model.visual.positions_layout(grid_thw), cu, int(cu.diff().max()))

@@ -21,7 +21,7 @@ from zoo_ref.inputs import check_count, check_tokens
 from zoo_ref.sampling import SamplingParams, keep_threshold, sample_next, sampling_params, seen_tokens
 
 from .compiler import Compiler
-from .cuda_graphs import GRAPH_MAX_T, GraphRunner, StaticBuffers
+from .cuda_graphs import GRAPH_MAX_T, GraphRunner, StaticBuffers, length_bucket
 from .packing import PackedWeights
 from .prefix import PrefixCache
 from .registry import register
@@ -237,9 +237,8 @@ class CompiledDecoder:
         # bounds: prompts past GRAPH_MAX_T amortize their launches; a suffix past the window kernel's query limit
         # takes the attention's dense path, which reads a bound on the host (not capturable)
         bound = GRAPH_MAX_T if kind == "prefill" else WINDOW_KERNEL_MAX_QUERIES
-        # at least 2 (Dynamo would specialize a length of 1), below max_seq_len (a prompt filling the whole buffer
-        # traces differently): either would be a recompile
-        nb = max(n, min(1 << max(1, (n - 1).bit_length()), self.max_len - 1 - start)) if n <= bound else n
+        # below max_seq_len: a prompt filling the whole buffer traces differently (a recompile)
+        nb = max(n, min(length_bucket(n), self.max_len - 1 - start)) if n <= bound else n
         extra = nb - n
         inputs = dict(x=_pad(p.x[:, start:], 1, extra), positions=_pad(p.positions[..., start:], -1, extra),
                       levels=_pad(p.levels[:, :, start:], 2, extra), key_start=p.key_start,
