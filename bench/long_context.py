@@ -11,6 +11,7 @@ measured copy rate. Decode tok/s = (N - 1) / (t(N new tokens) - t(1 new token)).
 """
 import argparse
 import copy
+import functools
 import json
 import sys
 import time
@@ -53,6 +54,13 @@ def floors(model, flops, bandwidth):
         kv = 2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim * 2 * context
         return bandwidth / (weight_bytes + kv)
     return prefill_ms, decode_tok_s
+
+
+def fresh_generate(compiled, ids, n):
+    """generate with a whole prefill: the same prompt again would otherwise reuse the conversation prefix that the
+    last call left in the cache (zoo/prefix.py) and prefill only its last token."""
+    compiled.prefix.forget()
+    return compiled.generate(ids, max_new_tokens=n, eos_token_id=[])
 
 
 def decode_rate(run, n, device):
@@ -113,13 +121,13 @@ def main(argv=None):
         if "buffers" in parts:
             ids = torch.randint(10, 1000, (1, short), device=device)
             for size, c in compiled.items():
-                rate, ttft = decode_rate(lambda n, c=c: c.generate(ids, max_new_tokens=n, eos_token_id=[]), n_new,
-                                         device)
-                ttft = timed(lambda c=c: c.generate(ids, max_new_tokens=1, eos_token_id=[]), device, 10)
+                run = functools.partial(fresh_generate, c, ids)
+                rate, ttft = decode_rate(run, n_new, device)
+                ttft = timed(lambda run=run: run(1), device, 10)
                 results[f"max_seq_len {size}: TTFT {short}-token prompt (ms)"] = {"zoo": ttft * 1e3}
                 results[f"max_seq_len {size}: decode tok/s, prompt {short}"] = {"zoo": rate}
                 if "profile" in parts:  # where a short prompt's TTFT goes (host vs device), per buffer size
-                    profile_ttft(lambda c=c: c.generate(ids, max_new_tokens=1, eos_token_id=[]), size, device)
+                    profile_ttft(lambda run=run: run(1), size, device)
                 if args.tiny:  # one more graph to compile: CPU only
                     results[f"max_seq_len {size}: forward {short} tokens (ms)"] = {
                         "zoo": timed(lambda c=c: c(ids), device) * 1e3}
@@ -128,13 +136,13 @@ def main(argv=None):
             c = compiled[big]
             for t in long_prompts:
                 ids = torch.randint(10, 1000, (1, t), device=device)
-                row = {"zoo": timed(lambda: c.generate(ids, max_new_tokens=1, eos_token_id=[]), device) * 1e3,
+                row = {"zoo": timed(lambda: fresh_generate(c, ids, 1), device) * 1e3,
                        "hf_eager": timed(lambda: hf_generate(hf, ids, 1, static=False), device) * 1e3}
                 if prefill_floor:
                     row["floor"] = prefill_floor(t)
                     row["zoo % of floor"] = 100 * row["floor"] / row["zoo"]
                 results[f"prefill {t} tokens, TTFT (ms)"] = row
-                rate, _ = decode_rate(lambda n: c.generate(ids, max_new_tokens=n, eos_token_id=[]), n_new // 2,
+                rate, _ = decode_rate(functools.partial(fresh_generate, c, ids), n_new // 2,
                                       device)
                 row = {"zoo": rate}
                 if decode_floor:

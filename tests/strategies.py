@@ -1,4 +1,6 @@
 """Hypothesis strategies and builders shared by the tests: tiny configs, paired HF/zoo_ref models, inputs."""
+import os
+
 import torch
 import transformers
 from hypothesis import strategies as st
@@ -7,6 +9,8 @@ from zoo_ref.qwen3_vl import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 from zoo_ref.qwen3_vl.tiny import randomize_, tiny_config_dict
 
 TRANSFORMERS_5 = int(transformers.__version__.split(".")[0]) >= 5
+# ZOO_TEST_CUDA=1 runs the compiled-vs-reference tests on the GPU (CUDA graphs, Triton kernels); CPU in CI
+DEVICE = torch.device("cuda" if os.environ.get("ZOO_TEST_CUDA") else "cpu")
 TEXT_IDS = (7, 100)  # ids of ordinary characters in the tiny vocab (specials are 0..6)
 
 

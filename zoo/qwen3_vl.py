@@ -92,11 +92,12 @@ class CompiledQwen3VL(CompiledDecoder):
             merged, levels = self._encode(pixels.repeat(2, 1), grid_thw.repeat(2, 1))
             return merged[:1], [x[:1] for x in levels]
         if key not in self._layouts:  # the reference's layout, its mask replaced by the frames' bounds
+            grid_thw = torch.tensor(key, device=self.device)  # on the model's device, wherever the grid was
             cu = segment_bounds(grid_thw)
             self._layouts[key] = (*self.model.model.visual.positions_layout(grid_thw), cu, int(cu.diff().max()))
         layout = self._layouts[key]
         if not self.cuda_graphs:
-            return self._vision(pixels.to(self.dtype), *layout)
+            return self._vision(pixels.to(self.device, self.dtype), *layout)
         if key not in self._vision_inputs:
             self._vision_inputs[key] = StaticBuffers(pixels=pixels.to(self.dtype))
         inputs = self._vision_inputs[key]

@@ -24,6 +24,7 @@ def _cache_write_kernel(kv_ptr, pe_ptr, lat_ptr, kpe_ptr, start_ptr, lens_ptr, T
 def cache_write_triton(kv_cache, pe_cache, latent, k_pe, start_pos, seq_lens):
     b, t, c = latent.shape
     r = k_pe.shape[-1]
+    start_pos, seq_lens = start_pos.contiguous(), seq_lens.contiguous()  # indexed by row: no broadcast views
     assert latent.stride(-1) == k_pe.stride(-1) == kv_cache.stride(-1) == pe_cache.stride(-1) == 1
     _cache_write_kernel[(b * t,)](kv_cache, pe_cache, latent, k_pe, start_pos, seq_lens, t,
                                   kv_cache.stride(0), kv_cache.stride(1), pe_cache.stride(0), pe_cache.stride(1),

@@ -67,6 +67,8 @@ def gqa_window_decode_triton(q, k, v, key_start, key_end, query_slots, scale, bl
     b, h, t, d = q.shape
     hkv, s = k.shape[1], k.shape[2]
     n_rep = h // hkv
+    # the kernel indexes these by row: a broadcast view (the decode's key_end is one slot expanded) must be copied
+    key_start, key_end, query_slots = key_start.contiguous(), key_end.contiguous(), query_slots.contiguous()
     assert k.stride(-1) == v.stride(-1) == q.stride(-1) == 1 and v.shape[-1] == d
     bd = triton.next_power_of_2(max(d, 16))
     block_h = max(16, triton.next_power_of_2(n_rep))

@@ -99,6 +99,7 @@ def mla_latent_triton(q_lat, q_pe, kv, pe, start_pos, seq_lens, scale, block_h=6
     attention_mask(token_slots(start_pos, seq_lens, T), S)."""
     b, t, h, c = q_lat.shape
     s, r = kv.shape[1], pe.shape[-1]
+    start_pos, seq_lens = start_pos.contiguous(), seq_lens.contiguous()  # indexed by row: no broadcast views
     assert q_lat.stride(-1) == q_pe.stride(-1) == kv.stride(-1) == pe.stride(-1) == 1
     bc, br = triton.next_power_of_2(max(c, 16)), triton.next_power_of_2(max(r, 16))
     block_h = min(block_h, max(16, triton.next_power_of_2(h)))

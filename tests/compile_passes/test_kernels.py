@@ -105,3 +105,32 @@ def test_cache_write_matches_torch_op(b, t, seed):
                 want_pe[i, start[i] + j] = k_pe[i, j]
     cache_write_triton(kv, pe, latent, k_pe, start, lens)
     assert torch.equal(kv, want_kv) and torch.equal(pe, want_pe)
+
+
+def _broadcast(value, b):
+    """A [b] view of one value (stride 0) over a buffer whose next element is 0: a kernel that indexes it as a
+    contiguous per-row vector reads that 0 (or past the buffer) for every row after the first."""
+    return torch.tensor([value, 0], device=DEVICE)[:1].expand(b)
+
+
+def test_kernels_take_per_row_vectors_as_broadcast_views():
+    """The decode passes its rows' key_end as one slot expanded over the batch (zoo.runtime's window_mask call):
+    each kernel must read such a view as the values it shows, not as contiguous memory."""
+    g = torch.Generator().manual_seed(0)
+    b, s, t = 3, 20, 1
+    q = _rand(b, t, 4, 16, g=g).transpose(1, 2)
+    k, v = _rand(b, 2, s, 16, g=g), _rand(b, 2, s, 16, g=g)
+    start, slots = torch.zeros(b, dtype=torch.long, device=DEVICE), torch.tensor([9], device=DEVICE)
+    want = gqa_window_decode_triton(q, k, v, start, torch.full((b,), 10, device=DEVICE), slots, 0.25, block_n=16)
+    got = gqa_window_decode_triton(q, k, v, start, _broadcast(10, b), slots, 0.25, block_n=16)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+    q_lat, q_pe, kv, pe = _rand(b, t, 4, 16, g=g), _rand(b, t, 4, 8, g=g), _rand(b, s, 16, g=g), _rand(b, s, 8, g=g)
+    starts, lens = torch.full((b,), 9, device=DEVICE), torch.ones(b, dtype=torch.long, device=DEVICE)
+    want = mla_latent_triton(q_lat, q_pe, kv, pe, starts, lens, 0.3, block_n=16, min_span=16)
+    got = mla_latent_triton(q_lat, q_pe, kv, pe, _broadcast(9, b), _broadcast(1, b), 0.3, block_n=16, min_span=16)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    kv2, pe2 = kv.clone(), pe.clone()
+    cache_write_triton(kv, pe, q_lat[:, :, 0], q_pe[:, :, 0], starts, lens)
+    cache_write_triton(kv2, pe2, q_lat[:, :, 0], q_pe[:, :, 0], _broadcast(9, b), _broadcast(1, b))
+    assert torch.equal(kv2, kv) and torch.equal(pe2, pe)

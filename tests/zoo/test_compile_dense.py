@@ -1,13 +1,14 @@
-"""zoo.compile(Qwen3 / Qwen2) == zoo_ref on CPU: logits with left padding, 20 greedy decode steps, every site
-replaced; sampling settings are graph inputs (one decode graph per bucket for 50 settings, mixed batches,
-seeded draws equal to the reference's). One compiled model per family for the module (compiling is slow)."""
+"""zoo.compile(Qwen3 / Qwen2) == zoo_ref on CPU (ZOO_TEST_CUDA=1: on the GPU, CUDA graphs included): logits with
+left padding, 20 greedy decode steps, every site replaced; sampling settings are graph inputs (one decode graph per
+bucket for 50 settings, mixed batches, seeded draws equal to the reference's). One compiled model per family for the
+module (compiling is slow)."""
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import zoo
-from tests.strategies import paired_dense, text_batches
+from tests.strategies import DEVICE, paired_dense, text_batches
 from zoo_ref.layers import relative_error
 
 CONFIGS = {
@@ -36,6 +37,7 @@ BATCH = 2  # one bucket: forward, prefill and decode compile once each
 @pytest.fixture(scope="module", params=list(CONFIGS))
 def models(request):
     _, model = paired_dense(CONFIGS[request.param], seed=4)
+    model.to(DEVICE)
     return model, zoo.compile(model, max_batch_size=BATCH, max_seq_len=48)
 
 
@@ -43,7 +45,7 @@ def models(request):
 @given(data=st.data())
 def test_logits_and_20_greedy_steps_match_reference(models, data):
     model, compiled = models
-    ids, mask = data.draw(text_batches(batch=BATCH), label="inputs")
+    ids, mask = (x.to(DEVICE) for x in data.draw(text_batches(batch=BATCH), label="inputs"))
     with torch.no_grad():
         ref = model(ids, attention_mask=mask)
     valid = mask.bool()
@@ -63,7 +65,7 @@ def test_every_site_replaced_and_prompt_lengths_share_one_graph(models):
     # a one-token prompt too (Dynamo would specialize a length of 1); generate pads a prompt to a power-of-two
     # length, 33 to 64 capped below max_seq_len 48 (its last slots are the decode's)
     for t in (5, 1, 2, 9, 33):
-        ids = torch.randint(3, 96, (BATCH, t))
+        ids = torch.randint(3, 96, (BATCH, t), device=DEVICE)
         tokens = compiled.generate(ids, max_new_tokens=3, eos_token_id=[])
         assert torch.equal(tokens, model.generate(ids, max_new_tokens=3, eos_token_id=[])), t
         with torch.no_grad():
@@ -81,7 +83,7 @@ def test_every_site_replaced_and_prompt_lengths_share_one_graph(models):
 
 def test_50_sampling_settings_one_decode_graph_and_draws_equal_the_reference(models):
     model, compiled = models
-    ids = torch.randint(3, 96, (BATCH, 6))
+    ids = torch.randint(3, 96, (BATCH, 6), device=DEVICE)
     g = torch.Generator().manual_seed(0)
     for i in range(50):
         kw = dict(do_sample=bool(i % 5), temperature=0.5 + torch.rand(1, generator=g).item(), top_k=i % 7,
@@ -96,7 +98,7 @@ def test_50_sampling_settings_one_decode_graph_and_draws_equal_the_reference(mod
 
 def test_mixed_batch_and_seeds(models):
     model, compiled = models
-    ids = torch.randint(3, 96, (BATCH, 7))
+    ids = torch.randint(3, 96, (BATCH, 7), device=DEVICE)
     mixed = dict(do_sample=[False, True], top_p=[1.0, 0.9], temperature=[1.0, 1.3], max_new_tokens=8,
                  eos_token_id=[])
     a = compiled.generate(ids, seed=11, **mixed)
@@ -125,12 +127,12 @@ class Collect:
 
 def test_streamer_sees_the_prompt_then_every_token(models):
     model, compiled = models
-    ids = torch.randint(3, 96, (1, 5))
+    ids = torch.randint(3, 96, (1, 5), device=DEVICE)
     for run in (compiled.generate, model.generate):
         streamer = Collect()
         tokens = run(ids, max_new_tokens=6, eos_token_id=[], streamer=streamer)
-        assert torch.equal(streamer.puts[0], ids) and streamer.ended
-        assert torch.equal(torch.cat(streamer.puts[1:])[None], tokens)
+        assert torch.equal(streamer.puts[0], ids.cpu()) and streamer.ended  # on the host, like transformers'
+        assert torch.equal(torch.cat(streamer.puts[1:])[None], tokens.cpu())
 
 
 def test_nan_in_stale_cache_slots_never_reaches_a_later_call(models):
@@ -140,7 +142,7 @@ def test_nan_in_stale_cache_slots_never_reaches_a_later_call(models):
     for cache in compiled.caches[BATCH]:
         cache.k[:, :, 12:] = float("nan")
         cache.v[:, :, 12:] = float("nan")
-    ids = torch.randint(3, 96, (BATCH, 6))
+    ids = torch.randint(3, 96, (BATCH, 6), device=DEVICE)
     with torch.no_grad():
         ref = model(ids)
     out = compiled(ids)
@@ -154,8 +156,8 @@ def test_right_padding_and_padding_queries_match_the_reference_everywhere(models
     """Windows on either side (right padding is fine for forward) and every position compared, padding ones
     included: a padding query attends to nothing in both."""
     model, compiled = models
-    ids = torch.randint(3, 96, (BATCH, 7))
-    mask = torch.ones(BATCH, 7, dtype=torch.long)
+    ids = torch.randint(3, 96, (BATCH, 7), device=DEVICE)
+    mask = torch.ones(BATCH, 7, dtype=torch.long, device=DEVICE)
     mask[0, 5:] = 0  # right padding
     mask[1, :2] = 0  # left padding
     mask[1, 6:] = 0  # and right
@@ -166,8 +168,8 @@ def test_right_padding_and_padding_queries_match_the_reference_everywhere(models
 
 def test_holes_in_the_mask_are_refused_by_both(models):
     model, compiled = models
-    ids = torch.randint(3, 96, (BATCH, 5))
-    mask = torch.ones(BATCH, 5, dtype=torch.long)
+    ids = torch.randint(3, 96, (BATCH, 5), device=DEVICE)
+    mask = torch.ones(BATCH, 5, dtype=torch.long, device=DEVICE)
     mask[1, 2] = 0
     for run in (model, compiled):
         with pytest.raises(ValueError, match=r"attention_mask rows \[1\] have holes"):
@@ -180,8 +182,9 @@ def test_sliding_window_layers_equal_the_reference_and_show_their_mask():
     the full layer by its window."""
     config = {**CONFIGS["qwen2"], "use_sliding_window": True, "sliding_window": 3, "max_window_layers": 1}
     _, model = paired_dense(config, seed=5)
+    model.to(DEVICE)
     compiled = zoo.compile(model, max_batch_size=1, max_seq_len=32)
-    ids = torch.randint(3, 96, (1, 9))
+    ids = torch.randint(3, 96, (1, 9), device=DEVICE)
     with torch.no_grad():
         assert relative_error(compiled(ids), model(ids)) < 1e-4
     tokens, logits = compiled.generate(ids, max_new_tokens=6, eos_token_id=[], return_logits=True)
