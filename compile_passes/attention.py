@@ -6,13 +6,16 @@
 - `zoo_ref.deepseek.latent_attention` (absorbed MLA, one 576/512 kv head for all query heads)
   -> zoo::mla_latent_attention; over the compiled MLA's `zoo::mla_mask`, windows.attend_by_window makes it
   zoo::mla_window_attention (a FlashMLA-style Triton kernel on CUDA, driven by the rows' lengths).
+- `zoo_ref.decoder.sliding_mask` (a sliding-window layer's limit on that mask) -> zoo::sliding_mask, which
+  windows.attend_by_window folds into the window / prompt attention as its `window` argument.
 """
 import torch
 
+from zoo_ref.decoder import sliding_mask
 from zoo_ref.deepseek.mla import latent_attention
 from zoo_ref.layers import attention
 
-from . import latent, ops  # noqa: F401  (registers torch.ops.zoo.*)
+from . import latent, ops, windows  # noqa: F401  (registers torch.ops.zoo.*)
 from .patterns import Replacement
 
 
@@ -30,6 +33,14 @@ def _search_latent(q_lat, q_pe, kv, pe, mask, scale):
 
 def _replace_latent(q_lat, q_pe, kv, pe, mask, scale):
     return torch.ops.zoo.mla_latent_attention(q_lat, q_pe, kv, pe, mask, scale)
+
+
+def _search_sliding(mask, query_slots, window):
+    return sliding_mask(mask, query_slots, window)
+
+
+def _replace_sliding(mask, query_slots, window):
+    return torch.ops.zoo.sliding_mask(mask, query_slots, window)
 
 
 def _shape(match, name):
@@ -54,4 +65,6 @@ def attention_replacements():
     return [Replacement("attention", attention, _search_attention, _replace_attention, "scale", 0.2718281,
                         extra_check=_attention_shapes_ok),
             Replacement("attention_mla_latent", latent_attention, _search_latent, _replace_latent, "scale",
-                        0.3141592, extra_check=_latent_shapes_ok)]
+                        0.3141592, extra_check=_latent_shapes_ok),
+            # a sliding-window layer's mask (Qwen2/Qwen3 sliding_window): the op attend_by_window looks through
+            Replacement("attention_sliding", sliding_mask, _search_sliding, _replace_sliding, "window", 104729)]

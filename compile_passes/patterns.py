@@ -49,6 +49,8 @@ def _example(layout, magic):
     y = torch.empty_strided(shape, stride, dtype=dtype, device=device)
     if dtype == torch.bool:
         return y.copy_(torch.rand(shape, device=device, generator=g) > 0.5)
+    if not dtype.is_floating_point:  # slots, positions
+        return y.copy_(torch.randint(0, 8, shape, device=device, generator=g))
     return y.normal_(generator=g)
 
 

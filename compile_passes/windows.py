@@ -23,6 +23,7 @@ import inspect
 import torch
 from torch import Tensor
 
+from zoo_ref.decoder import sliding_mask as _sliding_mask
 from zoo_ref.decoder import window_mask as _window_mask
 from zoo_ref.qwen3_vl.vision import mask_of_segments
 
@@ -54,9 +55,23 @@ def prompt_mask(key_start: Tensor, key_end: Tensor, size: int, padded: bool) -> 
     return _prompt_window_mask(key_start, key_end, size)
 
 
-def _prompt_window_mask(key_start, key_end, size):
-    """window_mask for `size` queries at slots 0..size-1 over those slots."""
-    return _window_mask(key_start, key_end, torch.arange(size, device=key_start.device), size)
+@torch.library.custom_op("zoo::sliding_mask", mutates_args=())
+def sliding_mask(mask: Tensor, query_slots: Tensor, window: int) -> Tensor:
+    """zoo_ref.decoder.sliding_mask (a sliding-window layer's mask: each query's last `window` slots), swapped in by
+    the attention pass where zoo_ref calls it, so that attend_by_window sees the window mask beneath."""
+    return _sliding_mask(mask, query_slots, window)
+
+
+@sliding_mask.register_fake
+def _(mask, query_slots, window):
+    return torch.empty_like(mask)
+
+
+def _prompt_window_mask(key_start, key_end, size, window=0):
+    """window_mask for `size` queries at slots 0..size-1 over those slots (limited to the last `window`: 0 none)."""
+    slots = torch.arange(size, device=key_start.device)
+    mask = _window_mask(key_start, key_end, slots, size)
+    return _sliding_mask(mask, slots, window) if window else mask
 
 
 def _flash_fits(q, k, v) -> bool:
@@ -81,43 +96,45 @@ WINDOW_KERNEL_MAX_QUERIES = 256
 
 @torch.library.custom_op("zoo::window_attention", mutates_args=())
 def window_attention(q: Tensor, k: Tensor, v: Tensor, key_start: Tensor, key_end: Tensor, query_slots: Tensor,
-                     scale: float) -> Tensor:
+                     scale: float, window: int = 0) -> Tensor:
     """attention(q, k, v, window_mask(key_start, key_end, query_slots, S), scale) reading only the slots below the
-    last visible key. q [B, H, T, D], k/v [B, Hkv, S, D] (the static cache) -> [B, H, T, Dv]."""
-    return _window_dense(q, k, v, key_start, key_end, query_slots, scale)
+    last visible key. q [B, H, T, D], k/v [B, Hkv, S, D] (the static cache) -> [B, H, T, Dv]. window > 0: a
+    sliding-window layer's (sliding_mask of that mask): each query sees at most its last `window` slots."""
+    return _window_dense(q, k, v, key_start, key_end, query_slots, scale, window)
 
 
-def _window_dense(q, k, v, key_start, key_end, query_slots, scale):
+def _window_dense(q, k, v, key_start, key_end, query_slots, scale, window=0):
     """The reference's masked softmax over the slots below the last visible key (one host read for that bound:
     the CPU body, and on CUDA what the window kernel does not cover: a suffix of more than 256 tokens after a
     reused prefix, fp32 with head dims above 256)."""
     n = max(1, int(torch.minimum(key_end.max(), query_slots.max() + 1)))
     k, v = k[:, :, :n], v[:, :, :n]
-    return _masked(q, k, v, _window_mask(key_start, key_end, query_slots, n), scale)
+    mask = _window_mask(key_start, key_end, query_slots, n)
+    return _masked(q, k, v, _sliding_mask(mask, query_slots, window) if window else mask, scale)
 
 
 @window_attention.register_fake
-def _(q, k, v, key_start, key_end, query_slots, scale):
+def _(q, k, v, key_start, key_end, query_slots, scale, window=0):
     return _empty_bthd(q, v.shape[-1])
 
 
 @window_attention.register_kernel("cuda")
-def _window_attention_cuda(q, k, v, key_start, key_end, query_slots, scale):
+def _window_attention_cuda(q, k, v, key_start, key_end, query_slots, scale, window=0):
     if q.shape[2] <= WINDOW_KERNEL_MAX_QUERIES and q.shape[-1] == v.shape[-1] <= 256 and q.shape[1] % k.shape[1] == 0:
         from .kernels.gqa_decode import gqa_window_decode_triton
-        return gqa_window_decode_triton(q, k, v, key_start, key_end, query_slots, scale)
-    return _window_dense(q, k, v, key_start, key_end, query_slots, scale)
+        return gqa_window_decode_triton(q, k, v, key_start, key_end, query_slots, scale, window=window)
+    return _window_dense(q, k, v, key_start, key_end, query_slots, scale, window)
 
 
 @torch.library.custom_op("zoo::prompt_attention", mutates_args=())
 def prompt_attention(q: Tensor, k: Tensor, v: Tensor, key_start: Tensor, key_end: Tensor, scale: float,
-                     padded: bool) -> Tensor:
+                     padded: bool, window: int = 0) -> Tensor:
     """attention(q, k, v, prompt_mask(key_start, key_end, T, padded), scale): q [B, H, T, D], k/v [B, Hkv, T, D]
     (a prompt's own slots) -> [B, H, T, Dv]. Unpadded: SDPA's causal kernel (flash / cuDNN on CUDA), GQA without
-    copies."""
-    if not padded:
+    copies. window > 0: each query sees at most its last `window` slots (a sliding-window layer)."""
+    if not padded and not window:
         return _causal(q, k, v, scale)
-    return _masked(q, k, v, _prompt_window_mask(key_start, key_end, q.shape[2]), scale)
+    return _masked(q, k, v, _prompt_window_mask(key_start, key_end, q.shape[2], window), scale)
 
 
 def _causal(q, k, v, scale):
@@ -127,17 +144,17 @@ def _causal(q, k, v, scale):
 
 
 @prompt_attention.register_fake
-def _(q, k, v, key_start, key_end, scale, padded):
+def _(q, k, v, key_start, key_end, scale, padded, window=0):
     return _empty_bthd(q, v.shape[-1])
 
 
 @prompt_attention.register_kernel("cuda")
-def _prompt_attention_cuda(q, k, v, key_start, key_end, scale, padded):
+def _prompt_attention_cuda(q, k, v, key_start, key_end, scale, padded, window=0):
     b, h, t, d = q.shape
-    if not padded:
+    if not padded and not window:
         return _causal(q, k, v, scale)
-    if not _flash_fits(q, k, v):
-        return _masked(q, k, v, _prompt_window_mask(key_start, key_end, t), scale)
+    if not _flash_fits(q, k, v) or (window and not _varlen_spelling()[4]):  # no sliding window in this torch's varlen
+        return _masked(q, k, v, _prompt_window_mask(key_start, key_end, t, window), scale)
     # Pack the rows ([B, T] -> B*T tokens) and cut each into three causal segments: padding before its window,
     # its tokens, padding after. Every token segment attends causally to itself only; padding segments compute
     # garbage that is zeroed below. q is a transposed view of [B, T, H, D]: packing it is free; k/v are cache
@@ -148,7 +165,7 @@ def _prompt_attention_cuda(q, k, v, key_start, key_end, scale, padded):
 
     def pack(x):  # [B, heads, T, D] -> [B*T, heads, D]
         return x.transpose(1, 2).reshape(b * t, x.shape[1], x.shape[-1])
-    out = flash_varlen(pack(q), pack(k), pack(v), cu, t, scale, causal=True).view(b, t, h, d)
+    out = flash_varlen(pack(q), pack(k), pack(v), cu, t, scale, causal=True, window=window).view(b, t, h, d)
     slots = torch.arange(t, device=q.device)
     inside = (slots >= key_start[:, None]) & (slots < key_end[:, None])  # [B, T]
     return torch.where(inside[:, :, None, None], out, 0).transpose(1, 2)
@@ -156,18 +173,22 @@ def _prompt_attention_cuda(q, k, v, key_start, key_end, scale, padded):
 
 @functools.cache
 def _varlen_spelling():
-    """(causal kwargs, takes enable_gqa, takes scale) of this torch's varlen_attn (2.11 - 2.13 differ)."""
+    """(causal kwargs, takes enable_gqa, takes scale, takes window_size) of this torch's varlen_attn (2.11 - 2.13
+    differ)."""
     from torch.nn.attention.varlen import varlen_attn
     params = inspect.signature(varlen_attn).parameters
-    causal = {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
-    return varlen_attn, causal, "enable_gqa" in params, "scale" in params
+    takes_window = "window_size" in params
+    causal = {"window_size": (-1, 0)} if takes_window else {"is_causal": True}
+    return varlen_attn, causal, "enable_gqa" in params, "scale" in params, takes_window
 
 
-def flash_varlen(q, k, v, cu_seqlens, max_len, scale, causal: bool):
+def flash_varlen(q, k, v, cu_seqlens, max_len, scale, causal: bool, window: int = 0):
     """torch's FlashAttention varlen, causal or not, GQA in the kernel (torch 2.11 has no enable_gqa flag and needs
-    none)."""
-    varlen_attn, kwargs, takes_gqa, takes_scale = _varlen_spelling()
+    none). window > 0 (causal, where varlen takes window_size): each query sees its last `window` keys."""
+    varlen_attn, kwargs, takes_gqa, takes_scale, _ = _varlen_spelling()
     kwargs = dict(kwargs) if causal else {key: (-1, -1) if key == "window_size" else False for key in kwargs}
+    if window:
+        kwargs["window_size"] = (window - 1, 0)
     if takes_gqa:
         kwargs["enable_gqa"] = q.shape[1] != k.shape[1]
     if takes_scale:
@@ -233,7 +254,18 @@ REWRITES = {
     (torch.ops.zoo.mla_latent_attention.default, torch.ops.zoo.mla_mask.default):
         (torch.ops.zoo.mla_window_attention.default, lambda a, m: (*a[:4], *m[:2], a[5])),  # start_pos, seq_lens
 }
-MASK_OPS = {mask for _, mask in REWRITES}
+MASK_OPS = {mask for _, mask in REWRITES} | {torch.ops.zoo.sliding_mask.default}
+SLIDING = {torch.ops.zoo.window_attention.default, torch.ops.zoo.prompt_attention.default}  # take a window
+
+
+def _structure(mask):
+    """(the structure mask, sliding window or 0): a sliding-window layer's zoo::sliding_mask over a window or prompt
+    mask gives that mask and its window."""
+    inner = mask.args[0] if mask.target is torch.ops.zoo.sliding_mask.default else None
+    if isinstance(inner, torch.fx.Node) and inner.target in (torch.ops.zoo.window_mask.default,
+                                                             torch.ops.zoo.prompt_mask.default):
+        return inner, mask.args[2]
+    return mask, 0
 
 
 def attend_by_window(graph: torch.fx.Graph) -> list:
@@ -243,18 +275,20 @@ def attend_by_window(graph: torch.fx.Graph) -> list:
     for node in list(graph.nodes):
         if node.op != "call_function" or len(node.args) < 5:
             continue
-        mask = node.args[-2]
-        if not isinstance(mask, torch.fx.Node) or (node.target, mask.target) not in REWRITES:
+        if not isinstance(node.args[-2], torch.fx.Node):
+            continue
+        mask, window = _structure(node.args[-2])
+        if (node.target, mask.target) not in REWRITES:
             continue
         target, args = REWRITES[(node.target, mask.target)]
         with graph.inserting_before(node):
-            new = graph.call_function(target, args(node.args, mask.args))
+            new = graph.call_function(target, (*args(node.args, mask.args), *([window] if window else [])))
         # same output (shape, dtype, strides) and layer; not the old call's recorded inputs (eager_input_vals)
         new.meta.update({key: node.meta[key] for key in ("val", "nn_module_stack", "stack_trace") if key in node.meta})
         node.replace_all_uses_with(new)
         graph.erase_node(node)
         rewritten.append(new)
-    for node in list(graph.nodes):
+    for node in reversed(list(graph.nodes)):  # a sliding mask before the window mask beneath it
         if node.op == "call_function" and node.target in MASK_OPS and not node.users:
             graph.erase_node(node)
     return rewritten

@@ -15,8 +15,8 @@ from .splitk import merge_splits_into, online_softmax_step, split_plan, store_sp
 
 
 @triton.jit
-def _gqa_window_kernel(q_ptr, k_ptr, v_ptr, start_ptr, end_ptr, slot_ptr, o_ptr, lse_ptr, active_ptr, scale, q_b,
-                       q_h, q_t, k_b, k_h, k_s, v_b, v_h, v_s, T, H, N_REP: tl.constexpr, D: tl.constexpr,
+def _gqa_window_kernel(q_ptr, k_ptr, v_ptr, start_ptr, end_ptr, slot_ptr, o_ptr, lse_ptr, active_ptr, scale, window,
+                       q_b, q_h, q_t, k_b, k_h, k_s, v_b, v_h, v_s, T, H, N_REP: tl.constexpr, D: tl.constexpr,
                        BD: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, MIN_SPAN: tl.constexpr,
                        PRECISION: tl.constexpr):
     bt = tl.program_id(0)
@@ -28,6 +28,7 @@ def _gqa_window_kernel(q_ptr, k_ptr, v_ptr, start_ptr, end_ptr, slot_ptr, o_ptr,
     lo = tl.load(start_ptr + b)
     slot = tl.load(slot_ptr + t)
     inside = (slot >= lo) & (slot < tl.load(end_ptr + b))
+    lo = tl.where(window > 0, tl.maximum(lo, slot - window + 1), lo)  # a sliding-window layer: the last `window`
     hi = tl.where(inside, slot + 1, lo)  # visible keys: [lo, hi)
     # whole blocks per split, at least MIN_SPAN keys: a short window uses few splits (the rest exit at once, and
     # the merge reads only the splits used), a long one spreads over all of them
@@ -60,10 +61,11 @@ def _gqa_window_kernel(q_ptr, k_ptr, v_ptr, start_ptr, end_ptr, slot_ptr, o_ptr,
 
 
 def gqa_window_decode_triton(q, k, v, key_start, key_end, query_slots, scale, block_n=64, n_splits=None,
-                             min_span=128):
+                             min_span=128, window=0):
     """q [B, H, T, D], k/v [B, Hkv, S, D]; key_start/key_end [B], query_slots [T] (long) -> [B, H, T, D] with
     [B, T, H, D] memory (what the output projection reads). Query t of row b sees slots
-    key_start[b] <= j <= query_slots[t] when key_start[b] <= query_slots[t] < key_end[b], else nothing (zeros)."""
+    key_start[b] <= j <= query_slots[t] when key_start[b] <= query_slots[t] < key_end[b], else nothing (zeros);
+    window > 0: only the last `window` of those (j > query_slots[t] - window)."""
     b, h, t, d = q.shape
     hkv, s = k.shape[1], k.shape[2]
     n_rep = h // hkv
@@ -79,7 +81,7 @@ def gqa_window_decode_triton(q, k, v, key_start, key_end, query_slots, scale, bl
     lse = torch.empty(b * t, h, n_splits, dtype=torch.float32, device=q.device)
     active = torch.empty(b * t, dtype=torch.int32, device=q.device)
     _gqa_window_kernel[(b * t, hkv, n_splits)](
-        q, k, v, key_start, key_end, query_slots, o, lse, active, scale, q.stride(0), q.stride(1), q.stride(2),
+        q, k, v, key_start, key_end, query_slots, o, lse, active, scale, window, q.stride(0), q.stride(1), q.stride(2),
         k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2), t, h, N_REP=n_rep, D=d, BD=bd,
         BLOCK_H=block_h, BLOCK_N=block_n, MIN_SPAN=max(block_n, min_span // block_n * block_n),
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32", num_warps=4, num_stages=2)

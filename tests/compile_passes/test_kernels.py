@@ -14,7 +14,7 @@ from compile_passes.kernels.cache_write import cache_write_triton  # noqa: E402
 from compile_passes.kernels.gqa_decode import gqa_window_decode_triton  # noqa: E402
 from compile_passes.kernels.mla_latent import mla_latent_triton  # noqa: E402
 from compile_passes.kernels.rope import rope_triton  # noqa: E402
-from zoo_ref.decoder import window_mask  # noqa: E402
+from zoo_ref.decoder import sliding_mask, window_mask  # noqa: E402
 from zoo_ref.deepseek.mla import attention_mask, latent_attention, token_slots  # noqa: E402
 from zoo_ref.layers import attention, rotate  # noqa: E402
 
@@ -66,10 +66,12 @@ def test_mla_latent_matches_reference_forward(b, t, h, c, r, s, splits, block_h,
 @settings(max_examples=20)
 @given(b=st.integers(1, 3), t=st.integers(1, 12), hkv=st.sampled_from([1, 2]), n_rep=st.sampled_from([1, 2, 3]),
        d=st.sampled_from([8, 16, 64]), s=st.integers(4, 90), splits=st.sampled_from([None, 1, 2, 5]),
-       min_span=st.sampled_from([16, 32]), data=st.data(), seed=st.integers(0, 999))
-def test_gqa_window_decode_matches_zoo_ref_attention(b, t, hkv, n_rep, d, s, splits, min_span, data, seed):
+       min_span=st.sampled_from([16, 32]), window=st.sampled_from([0, 1, 3, 20]), data=st.data(),
+       seed=st.integers(0, 999))
+def test_gqa_window_decode_matches_zoo_ref_attention(b, t, hkv, n_rep, d, s, splits, min_span, window, data, seed):
     """Each row's window [start, end) and the queries' slots drawn at random (queries outside their row's window
-    too); every slot no query sees holds NaN, which must never reach the output."""
+    too), a sliding-window layer's limit or none; every slot no query sees holds NaN, which must never reach the
+    output."""
     g = torch.Generator().manual_seed(seed)
     q = _rand(b, t, hkv * n_rep, d, g=g).transpose(1, 2)  # [B, H, T, D] as a transposed view, like the model
     k, v = _rand(b, hkv, s, d, g=g), _rand(b, hkv, s, d, g=g)
@@ -77,11 +79,13 @@ def test_gqa_window_decode_matches_zoo_ref_attention(b, t, hkv, n_rep, d, s, spl
     end = torch.tensor([data.draw(st.integers(int(x) + 1, s)) for x in start], device=DEVICE)
     slots = torch.tensor(sorted(data.draw(st.lists(st.integers(0, s - 1), min_size=t, max_size=t))), device=DEVICE)
     mask = window_mask(start, end, slots, s)
+    if window:
+        mask = sliding_mask(mask, slots, window)
     seen = mask.any(-2)[:, :, :, None]  # [B, 1, S, 1]
     k, v = k.masked_fill(~seen, float("nan")), v.masked_fill(~seen, float("nan"))
     want = attention(q, k.nan_to_num(), v.nan_to_num(), mask, 0.25)
     out = gqa_window_decode_triton(q, k, v, start, end, slots, 0.25, block_n=16, n_splits=splits,
-                                   min_span=min_span)
+                                   min_span=min_span, window=window)
     assert out.transpose(1, 2).is_contiguous()  # [B, T, H, D] memory: the output projection reads it as is
     torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-5)
     assert torch.all(out.masked_fill(mask.any(-1, keepdim=True), 0) == 0)  # queries outside: zeros

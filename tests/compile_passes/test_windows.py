@@ -9,8 +9,9 @@ from torch.fx.experimental.proxy_tensor import make_fx
 
 from compile_passes import ZooPassManager
 from compile_passes.windows import attend_by_window, masks_left, prompt_mask, window_mask
-from zoo_ref.decoder import causal_mask, token_window
-from zoo_ref.layers import attention
+from tests.strategies import DEVICE
+from zoo_ref.decoder import causal_mask, sliding_mask, token_window
+from zoo_ref.layers import attention, relative_error
 from zoo_ref.qwen3_vl.vision import mask_of_segments
 
 
@@ -46,15 +47,19 @@ def _poison_unseen(k, v, mask):
 
 
 @settings(max_examples=30, deadline=None)
-@given(valid=windows(), hkv=st.sampled_from([1, 2]), n_rep=st.sampled_from([1, 3]), seed=st.integers(0, 99))
-def test_prompt_attention_equals_reference(valid, hkv, n_rep, seed):
+@given(valid=windows(), hkv=st.sampled_from([1, 2]), n_rep=st.sampled_from([1, 3]), window=st.sampled_from([0, 1, 4]),
+       seed=st.integers(0, 99))
+def test_prompt_attention_equals_reference(valid, hkv, n_rep, window, seed):
+    """Padded prompts, a sliding-window layer's limit or none."""
     b, t = valid.shape
     q, k, v = _qkv(b, t, t, hkv, n_rep, 8, torch.Generator().manual_seed(seed))
     start, end = token_window(valid)
     mask = causal_mask(valid, torch.arange(t))
+    if window:
+        mask = sliding_mask(mask, torch.arange(t), window)
     want = attention(q, k, v, mask, 0.3)
     k, v = _poison_unseen(k, v, mask)
-    out = torch.ops.zoo.prompt_attention(q, k, v, start, end, 0.3, True)
+    out = torch.ops.zoo.prompt_attention(q, k, v, start, end, 0.3, True, window)
     torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-6)
 
 
@@ -70,17 +75,20 @@ def test_unpadded_prompt_attention_is_plain_causal(t, hkv, n_rep, seed):
 
 @settings(max_examples=30, deadline=None)
 @given(valid=windows(), hkv=st.sampled_from([1, 2]), n_rep=st.sampled_from([1, 3]), extra=st.integers(0, 30),
-       data=st.data(), seed=st.integers(0, 99))
-def test_window_attention_equals_reference_over_a_larger_buffer(valid, hkv, n_rep, extra, data, seed):
-    """Keys in a static buffer `extra` slots longer than the windows: what lies beyond is NaN and never read."""
+       window=st.sampled_from([0, 1, 4]), data=st.data(), seed=st.integers(0, 99))
+def test_window_attention_equals_reference_over_a_larger_buffer(valid, hkv, n_rep, extra, window, data, seed):
+    """Keys in a static buffer `extra` slots longer than the windows: what lies beyond is NaN and never read;
+    a sliding-window layer's limit or none."""
     b, s = valid.shape
     slots = torch.tensor(sorted(data.draw(st.lists(st.integers(0, s - 1), min_size=1, max_size=20))))
     q, k, v = _qkv(b, len(slots), s + extra, hkv, n_rep, 8, torch.Generator().manual_seed(seed))
     start, end = token_window(valid)
     mask = causal_mask(torch.cat([valid, valid.new_zeros(b, extra)], 1), slots)
+    if window:
+        mask = sliding_mask(mask, slots, window)
     want = attention(q, k, v, mask, 0.3)
     k, v = _poison_unseen(k, v, mask)
-    out = torch.ops.zoo.window_attention(q, k, v, start, end, slots, 0.3)
+    out = torch.ops.zoo.window_attention(q, k, v, start, end, slots, 0.3, window)
     torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-6)
 
 
@@ -98,6 +106,23 @@ def test_rewrite_takes_the_window_and_drops_the_mask():
     gm.recompile()
     targets = {n.target for n in gm.graph.nodes if n.op == "call_function"}
     assert torch.ops.zoo.window_attention.default in targets and torch.ops.zoo.prompt_attention.default in targets
+    torch.testing.assert_close(gm(*args), fn(*args))
+
+
+def test_rewrite_folds_a_sliding_mask_into_the_window():
+    """A sliding-window layer: zoo::sliding_mask over the window / prompt mask becomes the attention's window
+    argument; no mask op is left."""
+    def fn(q, k, v, start, end, slots):
+        prompt = torch.ops.zoo.sliding_mask(torch.ops.zoo.prompt_mask(start, end, q.shape[2], True), slots, 2)
+        window = torch.ops.zoo.sliding_mask(torch.ops.zoo.window_mask(start, end, slots, k.shape[2]), slots, 2)
+        return torch.ops.zoo.attention(q, k, v, prompt, 0.5) + torch.ops.zoo.attention(q, k, v, window, 0.5)
+    args = (*_qkv(2, 3, 3, 1, 2, 4, torch.Generator().manual_seed(0)), torch.tensor([0, 1]), torch.tensor([3, 3]),
+            torch.arange(3))
+    gm = make_fx(fn)(*args)
+    assert masks_left(gm.graph) == 4
+    new = attend_by_window(gm.graph)
+    assert len(new) == 2 and masks_left(gm.graph) == 0 and all(n.args[-1] == 2 for n in new)
+    gm.recompile()
     torch.testing.assert_close(gm(*args), fn(*args))
 
 
@@ -130,3 +155,21 @@ def test_segment_attention_equals_reference(lengths, heads, seed):
     out = torch.ops.zoo.segment_attention(q, k, v, cu, max(lengths), 0.3)
     torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-6)
     assert out.transpose(1, 2).is_contiguous()
+
+
+@settings(max_examples=10, deadline=None)
+@given(valid=windows(s_max=300), window=st.sampled_from([0, 1, 7, 64]), seed=st.integers(0, 99))
+def test_cuda_bf16_prompt_attention_equals_the_fp32_reference(valid, window, seed):
+    """The CUDA paths the fp32 tests above do not reach: FlashAttention varlen over padded prompts (and sliding
+    windows, where this torch's varlen takes window_size), bf16 against the fp32 oracle. GPU runs only."""
+    if DEVICE.type != "cuda":
+        pytest.skip("CUDA kernels: run with ZOO_TEST_CUDA=1 on a GPU")
+    b, t = valid.shape
+    q, k, v = (x.to(DEVICE) for x in _qkv(b, t, t, 2, 3, 64, torch.Generator().manual_seed(seed)))
+    start, end = (x.to(DEVICE) for x in token_window(valid))
+    mask = causal_mask(valid, torch.arange(t)).to(DEVICE)
+    if window:
+        mask = sliding_mask(mask, torch.arange(t, device=DEVICE), window)
+    want = attention(q, k, v, mask, 0.125)
+    out = torch.ops.zoo.prompt_attention(*(x.bfloat16() for x in (q, k, v)), start, end, 0.125, True, window)
+    assert relative_error(out.float(), want) < 2e-2
