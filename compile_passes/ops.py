@@ -4,6 +4,9 @@ The CPU bodies call zoo_ref's own math, so each op's meaning is the oracle's by 
 kernels in compile_passes/kernels are tested against these bodies (tests/compile_passes/test_kernels.py,
 TRITON_INTERPRET=1).
 """
+import functools
+import inspect
+
 import torch
 from torch import Tensor
 
@@ -90,3 +93,50 @@ def mla_cache_write_(kv_cache: Tensor, pe_cache: Tensor, latent: Tensor, k_pe: T
 def _mla_cache_write_cuda(kv_cache, pe_cache, latent, k_pe, start_pos, seq_lens):
     from .kernels.cache_write import cache_write_triton
     cache_write_triton(kv_cache, pe_cache, latent, k_pe, start_pos, seq_lens)
+
+
+def _empty_bthd(q, dv):
+    b, h, t, _ = q.shape
+    return q.new_empty(b, t, h, dv).transpose(1, 2)
+
+
+def _flash_fits(q, k, v) -> bool:
+    """What torch's FlashAttention varlen takes: fp16/bf16, one head dim <= 256 for q/k/v, GQA groups."""
+    d = q.shape[-1]
+    return q.dtype in (torch.float16, torch.bfloat16) and d == v.shape[-1] <= 256 and q.shape[1] % k.shape[1] == 0
+
+
+def _masked(q, k, v, mask, scale):
+    return bthd(_sdpa(q, k, v, mask, scale))
+
+
+@functools.cache
+def _varlen_spelling():
+    """(causal kwargs, takes enable_gqa, takes scale, takes window_size) of this torch's varlen_attn (2.11 - 2.13
+    differ)."""
+    from torch.nn.attention.varlen import varlen_attn
+    params = inspect.signature(varlen_attn).parameters
+    takes_window = "window_size" in params
+    causal = {"window_size": (-1, 0)} if takes_window else {"is_causal": True}
+    return varlen_attn, causal, "enable_gqa" in params, "scale" in params, takes_window
+
+
+def flash_varlen(q, k, v, cu_seqlens, max_len, scale, causal: bool, window: int = 0):
+    """torch's FlashAttention varlen, causal or not, GQA in the kernel (torch 2.11 has no enable_gqa flag and needs
+    none). window > 0 (causal, where varlen takes window_size): each query sees its last `window` keys."""
+    varlen_attn, kwargs, takes_gqa, takes_scale, _ = _varlen_spelling()
+    kwargs = dict(kwargs) if causal else {key: (-1, -1) if key == "window_size" else False for key in kwargs}
+    if window:
+        kwargs["window_size"] = (window - 1, 0)
+    if takes_gqa:
+        kwargs["enable_gqa"] = q.shape[1] != k.shape[1]
+    if takes_scale:
+        kwargs["scale"] = scale
+    elif abs(scale - q.shape[-1] ** -0.5) > 1e-12:
+        q = q * (scale * q.shape[-1] ** 0.5)
+    return varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_len, max_len, **kwargs)
+
+
+def varlen_takes_window() -> bool:
+    """Whether this torch's varlen_attn takes a sliding window (window_size; not in torch 2.11)."""
+    return _varlen_spelling()[4]

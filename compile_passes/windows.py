@@ -15,25 +15,19 @@ are erased, so no [B, 1, T, S] mask is built or read:
 - padded prompts on CUDA (bf16/fp16): FlashAttention varlen over the packed prompt, each row cut into three causal
   segments (padding before, tokens, padding after), the padding queries' outputs zeroed; GQA without copies;
 - CPU, and what the kernels do not cover (fp32 prompts on CUDA): the reference's masked softmax over the used slots.
-A query outside its row's window (a padding query) gives zeros, as in zoo_ref.
+A query outside its row's window (a padding query) gives zeros, as in zoo_ref. A sliding-window layer's
+`zoo::sliding_mask` over those masks becomes the attention's `window` argument (each query's last `window` slots:
+the kernel starts there; varlen takes it as window_size). The vision's segment masks (segments.py) and the MLA's
+length masks (latent.py) are rewritten here too.
 """
-import functools
-import inspect
-
 import torch
 from torch import Tensor
 
 from zoo_ref.decoder import sliding_mask as _sliding_mask
 from zoo_ref.decoder import window_mask as _window_mask
-from zoo_ref.qwen3_vl.vision import mask_of_segments
 
-from . import latent  # noqa: F401  (registers zoo::mla_mask, zoo::mla_window_attention)
-from .ops import _sdpa, bthd
-
-
-def _empty_bthd(q, dv):
-    b, h, t, _ = q.shape
-    return q.new_empty(b, t, h, dv).transpose(1, 2)
+from . import latent, segments  # noqa: F401  (register zoo::mla_*, zoo::segment_*)
+from .ops import _empty_bthd, _flash_fits, _masked, bthd, flash_varlen, varlen_takes_window
 
 
 @torch.library.custom_op("zoo::window_mask", mutates_args=())
@@ -74,19 +68,9 @@ def _prompt_window_mask(key_start, key_end, size, window=0):
     return _sliding_mask(mask, slots, window) if window else mask
 
 
-def _flash_fits(q, k, v) -> bool:
-    """What torch's FlashAttention varlen takes: fp16/bf16, one head dim <= 256 for q/k/v, GQA groups."""
-    d = q.shape[-1]
-    return q.dtype in (torch.float16, torch.bfloat16) and d == v.shape[-1] <= 256 and q.shape[1] % k.shape[1] == 0
-
-
 @prompt_mask.register_fake
 def _(key_start, key_end, size, padded):
     return key_start.new_empty(key_start.shape[0], 1, size, size, dtype=torch.bool)
-
-
-def _masked(q, k, v, mask, scale):
-    return bthd(_sdpa(q, k, v, mask, scale))
 
 
 # One program per (query, kv head, split): past a few hundred queries the re-reads of the row's keys outgrow a
@@ -153,7 +137,7 @@ def _prompt_attention_cuda(q, k, v, key_start, key_end, scale, padded, window=0)
     b, h, t, d = q.shape
     if not padded and not window:
         return _causal(q, k, v, scale)
-    if not _flash_fits(q, k, v) or (window and not _varlen_spelling()[4]):  # no sliding window in this torch's varlen
+    if not _flash_fits(q, k, v) or (window and not varlen_takes_window()):
         return _masked(q, k, v, _prompt_window_mask(key_start, key_end, t, window), scale)
     # Pack the rows ([B, T] -> B*T tokens) and cut each into three causal segments: padding before its window,
     # its tokens, padding after. Every token segment attends causally to itself only; padding segments compute
@@ -171,78 +155,6 @@ def _prompt_attention_cuda(q, k, v, key_start, key_end, scale, padded, window=0)
     return torch.where(inside[:, :, None, None], out, 0).transpose(1, 2)
 
 
-@functools.cache
-def _varlen_spelling():
-    """(causal kwargs, takes enable_gqa, takes scale, takes window_size) of this torch's varlen_attn (2.11 - 2.13
-    differ)."""
-    from torch.nn.attention.varlen import varlen_attn
-    params = inspect.signature(varlen_attn).parameters
-    takes_window = "window_size" in params
-    causal = {"window_size": (-1, 0)} if takes_window else {"is_causal": True}
-    return varlen_attn, causal, "enable_gqa" in params, "scale" in params, takes_window
-
-
-def flash_varlen(q, k, v, cu_seqlens, max_len, scale, causal: bool, window: int = 0):
-    """torch's FlashAttention varlen, causal or not, GQA in the kernel (torch 2.11 has no enable_gqa flag and needs
-    none). window > 0 (causal, where varlen takes window_size): each query sees its last `window` keys."""
-    varlen_attn, kwargs, takes_gqa, takes_scale, _ = _varlen_spelling()
-    kwargs = dict(kwargs) if causal else {key: (-1, -1) if key == "window_size" else False for key in kwargs}
-    if window:
-        kwargs["window_size"] = (window - 1, 0)
-    if takes_gqa:
-        kwargs["enable_gqa"] = q.shape[1] != k.shape[1]
-    if takes_scale:
-        kwargs["scale"] = scale
-    elif abs(scale - q.shape[-1] ** -0.5) > 1e-12:
-        q = q * (scale * q.shape[-1] ** 0.5)
-    return varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_len, max_len, **kwargs)
-
-
-@torch.library.custom_op("zoo::segment_mask", mutates_args=())
-def segment_mask(cu_seqlens: Tensor, max_len: int, size: int) -> Tensor:
-    """zoo_ref's block-diagonal mask of the segments [cu[i], cu[i+1]) (vision: one per image frame), [1, 1, size,
-    size]; max_len (the longest segment) is for the kernels that replace it."""
-    return mask_of_segments(cu_seqlens, size)
-
-
-@segment_mask.register_fake
-def _(cu_seqlens, max_len, size):
-    return cu_seqlens.new_empty(1, 1, size, size, dtype=torch.bool)
-
-
-@torch.library.custom_op("zoo::segment_attention", mutates_args=())
-def segment_attention(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor, max_len: int, scale: float) -> Tensor:
-    """attention(q, k, v, segment_mask(cu_seqlens, ...), scale) segment by segment: q/k/v [1, H, N, D] ->
-    [1, H, N, Dv] ([1, N, H, Dv] memory). Memory linear in N; each segment one SDPA call (CPU)."""
-    out = q.new_empty(1, q.shape[2], q.shape[1], v.shape[-1])
-    bounds = cu_seqlens.tolist()  # a host read: the CPU body (and the CUDA fallback) only
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        seg = torch.nn.functional.scaled_dot_product_attention(q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], scale=scale,
-                                                               enable_gqa=q.shape[1] != k.shape[1])
-        out[:, a:b] = seg.transpose(1, 2)
-    return out.transpose(1, 2)
-
-
-@segment_attention.register_fake
-def _(q, k, v, cu_seqlens, max_len, scale):
-    return _empty_bthd(q, v.shape[-1])
-
-
-@segment_attention.register_kernel("cuda")
-def _segment_attention_cuda(q, k, v, cu_seqlens, max_len, scale):
-    n = q.shape[2]
-    if max_len == n:  # one segment (one image frame): plain attention, SDPA's fastest kernel (cuDNN on the H100)
-        return bthd(torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=scale,
-                                                                     enable_gqa=q.shape[1] != k.shape[1]))
-    if not _flash_fits(q, k, v):
-        return _masked(q, k, v, mask_of_segments(cu_seqlens, n), scale)
-
-    def pack(x):  # [1, heads, N, D] (a view of [N, heads, D]) -> [N, heads, D]
-        return x[0].transpose(0, 1)
-    out = flash_varlen(pack(q), pack(k), pack(v), cu_seqlens.to(torch.int32), max_len, scale, causal=False)
-    return out[None].transpose(1, 2)
-
-
 # (attention op, mask op) -> (the op that takes the structure instead, its args from the attention's and the mask's)
 REWRITES = {
     (torch.ops.zoo.attention.default, torch.ops.zoo.window_mask.default):
@@ -255,7 +167,6 @@ REWRITES = {
         (torch.ops.zoo.mla_window_attention.default, lambda a, m: (*a[:4], *m[:2], a[5])),  # start_pos, seq_lens
 }
 MASK_OPS = {mask for _, mask in REWRITES} | {torch.ops.zoo.sliding_mask.default}
-SLIDING = {torch.ops.zoo.window_attention.default, torch.ops.zoo.prompt_attention.default}  # take a window
 
 
 def _structure(mask):

@@ -8,12 +8,11 @@ import weakref
 
 import torch
 
-from compile_passes.windows import segment_mask
+from compile_passes.segments import segment_mask
 from zoo_ref.errors import InputError
 from zoo_ref.qwen3_vl import Qwen3VLForConditionalGeneration
 from zoo_ref.qwen3_vl.vision import segment_bounds
 
-from .cuda_graphs import StaticBuffers
 from .encoder_cache import EncoderCache, item_keys
 from .registry import register
 from .runtime import CompiledDecoder
@@ -22,7 +21,7 @@ from .runtime import CompiledDecoder
 @register(Qwen3VLForConditionalGeneration)
 class CompiledQwen3VL(CompiledDecoder):
     def __init__(self, model, *args, encoder_cache_mb=256, **kwargs):
-        self._layouts, self._vision_inputs = {}, {}  # per distinct image/video grids
+        self._layouts = {}  # per distinct set of image/video grids
         self._keys_memo = None  # the last (pixels, grid) tensors' item keys: hashed once per call
         super().__init__(model, *args, **kwargs)
         if isinstance(encoder_cache_mb, bool) or not isinstance(encoder_cache_mb, (int, float)) or encoder_cache_mb < 0:
@@ -30,7 +29,7 @@ class CompiledQwen3VL(CompiledDecoder):
         self.encoder_cache = EncoderCache(int(encoder_cache_mb * 2 ** 20)) if encoder_cache_mb else None
         self._vision = self.compiler(self._vision_fn, "vision", dynamic=True)
 
-    def _vision_fn(self, pixels, rows, cols, taps, weights, cu_seqlens, max_len: int):
+    def _vision_fn(self, rows, cols, taps, weights, cu_seqlens, max_len: int, pixels):
         mask = segment_mask(cu_seqlens, max_len, pixels.shape[0])
         return self.model.model.visual.encode(pixels, rows, cols, taps, weights, mask)
 
@@ -97,10 +96,7 @@ class CompiledQwen3VL(CompiledDecoder):
             self._layouts[key] = (*self.model.model.visual.positions_layout(grid_thw), cu, int(cu.diff().max()))
         layout = self._layouts[key]
         if not self.cuda_graphs:
-            return self._vision(pixels.to(self.device, self.dtype), *layout)
-        if key not in self._vision_inputs:
-            self._vision_inputs[key] = StaticBuffers(pixels=pixels.to(self.dtype))
-        inputs = self._vision_inputs[key]
-        inputs.pixels.copy_(pixels)
-        merged, levels = self.graphs.run(("vision", key), self._vision, inputs.pixels, *layout, state=inputs)
+            return self._vision(*layout, pixels.to(self.device, self.dtype))
+        merged, levels = self.graphs.run_static(("vision", key), self._vision, *layout,
+                                                pixels=pixels.to(self.device, self.dtype))
         return merged.clone(), [x.clone() for x in levels]

@@ -118,7 +118,6 @@ class CompiledDecoder:
         self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
         self.graphs = GraphRunner() if self.cuda_graphs else None
         self._prefills, self._decoders, self._extend = {}, {}, None
-        self._graph_inputs = {}  # (prefill / extend, batch bucket, length bucket, padded) -> a graph's static inputs
         self.prefix = PrefixCache(model)  # what the last batch-1 generate left in the cache (zoo/prefix.py)
         self._register_patterns()
 
@@ -247,13 +246,7 @@ class CompiledDecoder:
             inputs["query_slots"] = torch.arange(start, start + nb, device=self.device)
         if not (self.cuda_graphs and n <= bound):
             return fn(caches, *inputs.values())
-        key = (kind, p.bucket, nb, p.padded)
-        if key not in self._graph_inputs:
-            self._graph_inputs[key] = StaticBuffers(**inputs)
-        static = self._graph_inputs[key]
-        for name, value in inputs.items():
-            getattr(static, name).copy_(value)
-        return self.graphs.run(key, fn, caches, *(getattr(static, name) for name in inputs), state=static).clone()
+        return self.graphs.run_static((kind, p.bucket, nb, p.padded), fn, caches, **inputs).clone()
 
     def _vision_items(self, input_ids, inputs) -> list:
         """[(start, end, content key)] of the vision items in a one-row prompt (none in text models)."""
