@@ -6,11 +6,16 @@ back while decoding), the vision items among them (placeholder span and content 
 the weights' version counters (an in-place weight update makes the K/V stale). Any other call writes the cache, so
 every call forgets what was held before it runs; a batch-1 unpadded generate holds its own sequence afterwards.
 """
+from zoo_ref.rope import same_frequencies_up_to
 
 
 class PrefixCache:
     def __init__(self, model):
         self.model = model
+        # RoPE whose frequencies follow the call's length (dynamic NTK, LongRoPE): the held K were rotated by the
+        # earlier calls' frequencies, a fresh prefill rotates them by this call's; equal only while no call passed
+        # the threshold, i.e. while this prompt does not
+        self.same_rope_up_to = same_frequencies_up_to(model.text_config.yarn)
         self.ids = None  # [L] tokens whose K/V are in the cache, or None
         self.items, self.version = [], None
         self.stats = {"hits": 0, "reused_tokens": 0, "prefilled_tokens": 0}
@@ -29,8 +34,11 @@ class PrefixCache:
         """How many leading tokens of `ids` ([T], one unpadded prompt) can be taken from the cache: the common
         prefix with the held tokens, cut at the first vision item that is not the held one (same span, same
         content), at most T - 2 (the suffix needs its last token's logits, and two tokens keep the compiled
-        graph's length dynamic). 0 when nothing is held or a weight changed in place since."""
+        graph's length dynamic). 0 when nothing is held, a weight changed in place since, or the prompt is longer
+        than the RoPE keeps its frequencies for (same_rope_up_to)."""
         if self.ids is None or self.version != self._weights_version():
+            return 0
+        if self.same_rope_up_to is not None and len(ids) > self.same_rope_up_to:
             return 0
         n = min(len(self.ids), len(ids) - 2)
         if n <= 0:

@@ -63,6 +63,16 @@ class LongRope:
     attention_factor: float
 
 
+def same_frequencies_up_to(yarn) -> int | None:
+    """The longest call (max position + 1) up to which every call rotates by the same frequencies: dynamic NTK and
+    LongRoPE change them with the call's length past their threshold; None when no length changes them."""
+    if isinstance(yarn, DynamicRope):
+        return yarn.max_position_embeddings
+    if isinstance(yarn, LongRope):
+        return yarn.original_max_position_embeddings
+    return None
+
+
 def exponents(dim: int, device=None):
     """0, 2, ..., dim - 2 over dim (fp32): the powers of the base that give RoPE's frequencies."""
     return torch.arange(0, dim, 2, dtype=torch.float32, device=device) / dim

@@ -195,7 +195,19 @@ def test_sliding_window_layers_equal_the_reference_and_attend_by_their_window():
         tokens, logits = compiled.generate(ids, max_new_tokens=6, eos_token_id=[], return_logits=True, **kw)
         ref_tokens, ref_logits = model.generate(ids, max_new_tokens=6, eos_token_id=[], return_logits=True, **kw)
         assert torch.equal(tokens, ref_tokens) and relative_error(logits, ref_logits) < 1e-4
+    # a conversation's next turn: the suffix after the held prefix (the extend graph) attends by the window too.
+    # Past dynamic NTK's threshold (12 positions here) the prefix is not reused: its K were rotated by the earlier
+    # calls' frequencies, the reference's fresh prefill rotates them by this call's (they differed: 1.3e-2)
+    for prompt_len, extra, reused in ((4, 2, 1), (9, 3, 0)):
+        first = compiled.generate(ids[:1, :prompt_len], max_new_tokens=4, eos_token_id=[])
+        follow = torch.cat([ids[:1, :prompt_len], first, torch.randint(3, 96, (1, extra), device=DEVICE)], 1)
+        hits = compiled.prefix.stats["hits"]
+        tokens, logits = compiled.generate(follow, max_new_tokens=4, eos_token_id=[], return_logits=True)
+        ref_tokens, ref_logits = model.generate(follow, max_new_tokens=4, eos_token_id=[], return_logits=True)
+        assert compiled.prefix.stats["hits"] == hits + reused, prompt_len
+        assert torch.equal(tokens, ref_tokens) and relative_error(logits, ref_logits) < 1e-4, prompt_len
     report = zoo.explain(compiled)
     for name, counts in report.per_graph:
         assert counts["attention_window"] == 2 and counts["masks_built"] == 0, (name, counts)
+    assert "extend[b=1]" in report.graphs
     assert report.counts["attention_sliding"] == 1  # zoo_ref builds the sliding mask once, for every such layer
