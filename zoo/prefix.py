@@ -14,7 +14,7 @@ class PrefixCache:
         self.model = model
         # RoPE whose frequencies follow the call's length (dynamic NTK, LongRoPE): the held K were rotated by the
         # earlier calls' frequencies, a fresh prefill rotates them by this call's; equal only while no call passed
-        # the threshold, i.e. while this prompt does not
+        # the threshold: neither this prompt nor the held sequence (no call that wrote it was longer than it)
         self.same_rope_up_to = same_frequencies_up_to(model.text_config.yarn)
         self.ids = None  # [L] tokens whose K/V are in the cache, or None
         self.items, self.version = [], None
@@ -34,11 +34,11 @@ class PrefixCache:
         """How many leading tokens of `ids` ([T], one unpadded prompt) can be taken from the cache: the common
         prefix with the held tokens, cut at the first vision item that is not the held one (same span, same
         content), at most T - 2 (the suffix needs its last token's logits, and two tokens keep the compiled
-        graph's length dynamic). 0 when nothing is held, a weight changed in place since, or the prompt is longer
-        than the RoPE keeps its frequencies for (same_rope_up_to)."""
+        graph's length dynamic). 0 when nothing is held, a weight changed in place since, or the prompt or the held
+        sequence is longer than the RoPE keeps its frequencies for (same_rope_up_to)."""
         if self.ids is None or self.version != self._weights_version():
             return 0
-        if self.same_rope_up_to is not None and len(ids) > self.same_rope_up_to:
+        if self.same_rope_up_to is not None and max(len(ids), len(self.ids)) > self.same_rope_up_to:
             return 0
         n = min(len(self.ids), len(ids) - 2)
         if n <= 0:
