@@ -14,7 +14,7 @@ import logging
 import sys
 import time
 import types
-from collections import Counter
+from collections import Counter, defaultdict
 
 import torch
 from torch._inductor.compile_fx import compile_fx
@@ -56,6 +56,8 @@ class Compiler:
         self.seconds = Counter()  # function name -> seconds Inductor spent on its graphs (compile or cache load)
         self.call_seconds = Counter()  # function name -> seconds of the calls that made a graph (+ Dynamo tracing)
         self.from_cache = {}  # function name -> its last graph came from the persistent cache
+        self.sites = defaultdict(Counter)  # function name -> (pass, layer site) -> sites its graphs replaced
+        self.serves = defaultdict(set)  # region function name -> the layers it ran for (zoo/regions.py)
 
     def __call__(self, fn, name: str, dynamic=False):
         def backend(gm, example_inputs):
@@ -109,14 +111,13 @@ class Compiler:
     def _record(self, gm, name, mark) -> bool:
         """Store what the passes did to this graph, or (a cache hit: they did not run) read it back. -> hit."""
         n_log, sites_before = mark
-        if self.records is None:
-            return False
-        key = graph_key(gm, self.manager.uuid())
         if len(self.manager.log) > n_log:  # the passes ran: a cold compile
-            counts = self.manager.log[-1][1]
-            self.records.save(key, counts, self.manager.sites - sites_before)
+            sites = self.manager.sites - sites_before
+            self.sites[name].update(sites)
+            if self.records is not None:
+                self.records.save(graph_key(gm, self.manager.uuid()), self.manager.log[-1][1], sites)
             return False
-        record = self.records.load(key)
+        record = self.records.load(graph_key(gm, self.manager.uuid()))
         if record is None:  # artifacts from elsewhere (another tool's cache): the passes' work is unknown
             log.warning("zoo: %s came from the compile cache without zoo's record of its passes", name)
             self.manager.log.append((name, {"unknown (cache hit without a record)": 0}))
@@ -124,4 +125,5 @@ class Compiler:
         counts, sites = record
         self.manager.log.append((name, counts))
         self.manager.sites.update(sites)
+        self.sites[name].update(sites)
         return True

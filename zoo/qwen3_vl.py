@@ -4,6 +4,7 @@ set of image/video grids on GPU, layout memoized) and deepstack levels fed to th
 The encoder attends by segment: the graph gets each frame's bounds (cu_seqlens) and builds the reference's
 block-diagonal mask from them through zoo::segment_mask, which the attention pass swaps for attention per segment
 (FlashAttention varlen on CUDA): memory linear in the number of patches, several images and frames in one call."""
+import functools
 import weakref
 
 import torch
@@ -14,6 +15,7 @@ from zoo_ref.qwen3_vl import Qwen3VLForConditionalGeneration
 from zoo_ref.qwen3_vl.vision import segment_bounds
 
 from .encoder_cache import EncoderCache, item_keys
+from .regions import Regions
 from .registry import register
 from .runtime import CompiledDecoder
 
@@ -27,11 +29,21 @@ class CompiledQwen3VL(CompiledDecoder):
         if isinstance(encoder_cache_mb, bool) or not isinstance(encoder_cache_mb, (int, float)) or encoder_cache_mb < 0:
             raise InputError(f"encoder_cache_mb must be a number >= 0 (0: no cache), got {encoder_cache_mb!r}")
         self.encoder_cache = EncoderCache(int(encoder_cache_mb * 2 ** 20)) if encoder_cache_mb else None
-        self._vision = self.compiler(self._vision_fn, "vision", dynamic=True)
+        self._vision = functools.partial(self._vision_fn, Regions(self.compiler, "vision", self._vision_block, True,
+                                                                  self._sites))
 
-    def _vision_fn(self, rows, cols, taps, weights, cu_seqlens, max_len: int, pixels):
-        mask = segment_mask(cu_seqlens, max_len, pixels.shape[0])
-        return self.model.model.visual.encode(pixels, rows, cols, taps, weights, mask)
+    @staticmethod
+    def _vision_block(block, x, cos, sin, cache, cache_pos, cu_seqlens, max_len: int, window: int):
+        """One vision block (a compiled region: zoo/regions.py) over its frames' segments (no cache, no window)."""
+        return block(x, cos, sin, segment_mask(cu_seqlens, max_len, x.shape[0]))
+
+    def _vision_fn(self, blocks, rows, cols, taps, weights, cu_seqlens, max_len: int, pixels):
+        return self.model.model.visual.encode(pixels, rows, cols, taps, weights, (cu_seqlens, max_len),
+                                              blocks.vision_block)
+
+    def _layer_sites(self):
+        blocks = self.model.model.visual.blocks
+        return {**super()._layer_sites(), **{id(b): f"blocks.{i}" for i, b in enumerate(blocks)}}
 
     def _levels(self):
         return len(self.config.vision.deepstack_visual_indexes)

@@ -10,6 +10,7 @@ class Report:
     graphs: dict  # compiled function -> graphs compiled (1 = no recompiles)
     graph_breaks: int
     cuda_graphs: int  # captured CUDA graphs (0 on CPU)
+    regions: dict = field(default_factory=dict)  # compiled layer region -> layers it ran for (zoo/regions.py)
     per_graph: list = field(default_factory=list)
     compile_seconds: dict = field(default_factory=dict)  # compiled function -> seconds in Inductor (or its cache)
     # compiled function -> host seconds of its graph-making calls outside Inductor: Dynamo tracing (and the run)
@@ -32,6 +33,9 @@ class Report:
             source = "cache" if self.from_cache.get(name) else "compiled"
             lines.append(f"  {name:<22}{n}  {self.trace_seconds.get(name, 0):6.1f} s + "
                          f"{self.compile_seconds.get(name, 0):5.1f} s  {source}")
+        if self.regions:
+            lines += ["layer regions (one layer's graph, run for every layer): " +
+                      ", ".join(f"{name} x{n}" for name, n in self.regions.items())]
         lines += [f"compile cache: {self.cache_dir or 'off'}"]
         if self.encoder_cache is not None:
             lines += [f"vision feature cache: {self.encoder_cache}"]
@@ -48,12 +52,17 @@ def explain(compiled) -> Report:
     for _, log in manager.log:
         for name, n in log.items():
             counts[name] = max(counts[name], n)
-    sites = defaultdict(dict)
-    for (name, site), n in sorted(manager.sites.items()):
-        sites[name][site] = n
-    graphs = compiled.graphs
     c = compiled.compiler
-    return Report(counts=dict(counts), sites=dict(sites), graphs=dict(c.graphs), graph_breaks=0,
+    sites = defaultdict(lambda: defaultdict(int))
+    for fn, replaced in c.sites.items():
+        for (name, site), n in replaced.items():
+            # a region's graph (one layer, no layer index in it) counts for every layer it ran for
+            for layer in (c.serves[fn] if site == "-" and c.serves.get(fn) else (site,)):
+                sites[name][layer] += n
+    sites = {name: dict(sorted(layers.items())) for name, layers in sorted(sites.items())}
+    graphs = compiled.graphs
+    return Report(counts=dict(counts), sites=sites, regions={k: len(v) for k, v in c.serves.items()},
+                  graphs=dict(c.graphs), graph_breaks=0,
                   cuda_graphs=len(graphs) if graphs is not None else 0, per_graph=list(manager.log),
                   compile_seconds=dict(c.seconds), from_cache=dict(c.from_cache),
                   trace_seconds={k: max(0.0, v - c.seconds[k]) for k, v in c.call_seconds.items()},

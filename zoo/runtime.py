@@ -14,7 +14,7 @@ from torch import nn
 
 from compile_passes.windows import WINDOW_KERNEL_MAX_QUERIES, prompt_mask, window_mask
 from zoo_ref.causal_lm import CausalLM
-from zoo_ref.decoder import new_caches, token_window
+from zoo_ref.decoder import new_caches, run_layer, token_window
 from zoo_ref.errors import InputError
 from zoo_ref.generation import decode_loop, generation_setup
 from zoo_ref.inputs import check_count, check_tokens
@@ -24,6 +24,7 @@ from .compiler import Compiler
 from .cuda_graphs import GRAPH_MAX_T, GraphRunner, StaticBuffers, length_bucket
 from .packing import PackedWeights
 from .prefix import PrefixCache
+from .regions import Regions, eager
 from .registry import register
 
 DEFAULTS = sampling_params(1, seed=0)  # a greedy row: what padding rows of a bucket run with
@@ -117,46 +118,75 @@ class CompiledDecoder:
         self.banned = torch.tensor(model.banned_token_ids, dtype=torch.long, device=self.device)
         self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
         self.graphs = GraphRunner() if self.cuda_graphs else None
-        self._prefills, self._decoders, self._extend = {}, {}, None
+        self._layer_regions, self._decoders = {}, {}
+        self._sites = self._layer_sites()
         self.prefix = PrefixCache(model)  # what the last batch-1 generate left in the cache (zoo/prefix.py)
         self._register_patterns()
 
     # ------------------------------------------------------------------ graph bodies (zoo_ref math)
-    # The mask is the reference's, built from each row's token window by zoo ops that the attention pass
-    # recognizes: it swaps in attention over the window itself, so the mask is never materialized.
-    # Prompts without padding run plain causal attention (the fastest kernels); padded ones attend by window.
-    def _prefill_fn(self, caches, x, positions, deepstack, key_start, key_end, last, all_logits: bool,
-                    padded: bool):
+    # Each layer runs through a compiled region (zoo/regions.py) that builds the reference's mask from each row's
+    # token window by zoo ops the attention pass recognizes: it swaps in attention over the window itself, so the
+    # mask is never materialized. Prompts without padding run plain causal attention (the fastest kernels);
+    # padded ones attend by window.
+    @staticmethod
+    def _prompt_layer(layer, x, cos, sin, cache, cache_pos, key_start, key_end, window: int, padded: bool):
+        """A prompt written from slot 0: query t sits at slot t (cache_pos = arange(T))."""
+        mask = prompt_mask(key_start, key_end, x.shape[1], padded)
+        return run_layer(layer, x, cos, sin, mask, cache, cache_pos, window)
+
+    def _window_layer(self, layer, x, cos, sin, cache, cache_pos, key_start, key_end, window: int):
+        """Queries at slots cache_pos (decode: one; a conversation turn: the suffix) over each row's window."""
+        mask = window_mask(key_start, key_end, cache_pos, self.max_len)
+        return run_layer(layer, x, cos, sin, mask, cache, cache_pos, window)
+
+    def _prefill_fn(self, layers, caches, x, positions, deepstack, key_start, key_end, last, all_logits: bool):
         """last: [1] index of the prompt's last token (a prompt padded to a length bucket ends before x does)."""
-        t = x.shape[1]
-        slots = torch.arange(t, device=x.device)
-        mask = prompt_mask(key_start, key_end, t, padded)
-        h = self.model.decoder(x, positions, mask, deepstack.unbind(0), caches, slots)
+        slots = torch.arange(x.shape[1], device=x.device)
+        h = self.model.decoder(x, positions, (key_start, key_end), deepstack.unbind(0), caches, slots,
+                               layers.decoder_layer)
         return self.model.lm_head(h if all_logits else h.index_select(1, last)[:, 0])
 
-    def _extend_fn(self, caches, x, positions, deepstack, key_start, key_end, last, query_slots):
+    def _extend_fn(self, layers, caches, x, positions, deepstack, key_start, key_end, last, query_slots):
         """A prompt's suffix after a prefix already in the cache: its tokens at query_slots attend to every slot
         of the window before them (decode's structure, several queries). last: [1] index of its last token."""
-        mask = window_mask(key_start, key_end, query_slots, self.max_len)
-        h = self.model.decoder(x, positions, mask, deepstack.unbind(0), caches, query_slots)
+        h = self.model.decoder(x, positions, (key_start, key_end), deepstack.unbind(0), caches, query_slots,
+                               layers.decoder_layer)
         return self.model.lm_head(h.index_select(1, last)[:, 0])
 
-    def _decode_fn(self, caches, state):
+    def _decode_fn(self, layers, sample, caches, state):
         x = self.model.decoder.embed_tokens(state.tokens[:, None])
-        mask = window_mask(state.key_start, (state.slot + 1).expand_as(state.key_start), state.slot, self.max_len)
-        logits = self.model.decode_hidden(x, self.model.decode_positions(state.positions), mask, caches=caches,
-                                          cache_pos=state.slot)[:, -1]
+        window = (state.key_start, (state.slot + 1).expand_as(state.key_start))
+        logits = self.model.decode_hidden(x, self.model.decode_positions(state.positions), window, caches=caches,
+                                          cache_pos=state.slot, layer_fn=layers.decoder_layer)[:, -1]
+        sample(logits, state)
+        return logits
+
+    def _sample_fn(self, logits, state):
+        """The next tokens from the decode logits, and the step's state advanced."""
         token = sample_next(logits, state.seen, params_of(state), state.step, self.banned, keep_threshold_op)
         state.seen.scatter_(1, token[:, None], True)
         state.tokens.copy_(token)
         state.positions.add_(1)
         state.slot.add_(1)
         state.step.add_(1)
-        return logits
+
+    def _layer_sites(self) -> dict:
+        """id(layer module) -> its name in explain's sites."""
+        return {id(layer): f"layers.{i}" for i, layer in enumerate(self.model.decoder.layers)}
+
+    def _regions(self, kind, bucket, padded=False):
+        """The compiled layer regions of a graph kind ("prefill", "extend", "decode") and batch bucket."""
+        key = (kind, bucket, padded)
+        if key not in self._layer_regions:
+            name = f"{kind}[b={bucket}{', padded' if padded else ''}]"
+            body = functools.partial(self._prompt_layer, padded=padded) if kind == "prefill" else self._window_layer
+            self._layer_regions[key] = Regions(self.compiler, name, body, kind != "decode", self._sites)
+        return self._layer_regions[key]
 
     def _register_patterns(self):
         """Run each graph body once eagerly on tiny inputs so the passes learn every call-site layout
         (batch 1 and batch > 1 trace differently: a transposed q only needs a copy when B > 1)."""
+        prompt, window = eager(functools.partial(self._prompt_layer, padded=False)), eager(self._window_layer)
         for b in sorted({self.buckets[0], self.buckets[-1]}):
             with torch.no_grad(), self.compiler.manager.record_call_sites():
                 t = 3
@@ -166,11 +196,11 @@ class CompiledDecoder:
                 pos, _ = self.model.rope_positions(torch.zeros(b, t, dtype=torch.long, device=self.device),
                                                    torch.ones(b, t, dtype=torch.bool, device=self.device))
                 last = torch.tensor([t - 1], device=self.device)
-                for all_logits in (False, True):
-                    self._prefill_fn(self.prompt_caches[b], x, pos, levels, start, start + t, last, all_logits, False)
-                self._decode_fn(self.caches[b], decode_state(b, self.max_len, self.text.vocab_size, self.device))
+                self._prefill_fn(prompt, self.prompt_caches[b], x, pos, levels, start, start + t, last, False)
+                self._decode_fn(window, self._sample_fn, self.caches[b],
+                                decode_state(b, self.max_len, self.text.vocab_size, self.device))
                 if b == 1:
-                    self._extend_fn(self.caches[b], x, pos, levels, start, start + t, last,
+                    self._extend_fn(window, self.caches[b], x, pos, levels, start, start + t, last,
                                     torch.arange(t, device=x.device))
         with torch.no_grad(), self.compiler.manager.record_call_sites():
             self._record_extra()  # bodies whose layouts do not depend on the batch bucket: once
@@ -218,12 +248,7 @@ class CompiledDecoder:
         return Prompt(bucket, ids, x, positions, levels, valid, key_start, key_end, not bool(valid.all()), next_pos)
 
     def _prefill(self, bucket, all_logits, padded):
-        key = (bucket, all_logits, padded)
-        if key not in self._prefills:
-            name = f"{'forward' if all_logits else 'prefill'}[b={bucket}{', padded' if padded else ''}]"
-            fn = functools.partial(self._prefill_fn, all_logits=all_logits, padded=padded)
-            self._prefills[key] = self.compiler(fn, name, dynamic=True)
-        return self._prefills[key]
+        return functools.partial(self._prefill_fn, self._regions("prefill", bucket, padded), all_logits=all_logits)
 
     def _last_logits(self, kind, fn, caches, p, start):
         """The last-token logits [bucket, vocab] of tokens [start, T) of prompt p: a whole prompt (kind "prefill",
@@ -254,7 +279,8 @@ class CompiledDecoder:
 
     def _decoder(self, bucket):
         if bucket not in self._decoders:
-            self._decoders[bucket] = self.compiler(self._decode_fn, f"decode[b={bucket}]")
+            sample = self.compiler(self._sample_fn, f"sample[b={bucket}]")
+            self._decoders[bucket] = functools.partial(self._decode_fn, self._regions("decode", bucket), sample)
             self.states[bucket] = decode_state(bucket, self.max_len, self.text.vocab_size, self.device)
         return self._decoders[bucket]
 
@@ -290,9 +316,8 @@ class CompiledDecoder:
         reuse = self.prefix.match(p.ids[0], items) if one_row else 0
         self.prefix.forget()  # this call writes the cache
         if reuse:  # only the suffix: its queries see the held prefix's K/V
-            if self._extend is None:
-                self._extend = self.compiler(self._extend_fn, "extend[b=1]", dynamic=True)
-            logits = self._last_logits("extend", self._extend, self.caches[1], p, reuse)
+            extend = functools.partial(self._extend_fn, self._regions("extend", 1))
+            logits = self._last_logits("extend", extend, self.caches[1], p, reuse)
         else:
             logits = self._last_logits("prefill", self._prefill(bucket, False, p.padded), self.prompt_caches[bucket],
                                        p, 0)

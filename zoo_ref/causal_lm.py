@@ -45,8 +45,8 @@ class CausalLM(Pretrained, nn.Module):
     def decode_positions(self, next_pos):  # [B] -> [B, 1]
         return next_pos[:, None]
 
-    def decode_hidden(self, x, positions, mask, deepstack=(), caches=None, cache_pos=None):
-        return self.lm_head(self.model(x, positions, mask, deepstack, caches, cache_pos))
+    def decode_hidden(self, x, positions, mask, deepstack=(), caches=None, cache_pos=None, layer_fn=None):
+        return self.lm_head(self.model(x, positions, mask, deepstack, caches, cache_pos, layer_fn))
 
     # ---------------------------------------------------------------- public API
     def forward(self, input_ids, attention_mask=None):

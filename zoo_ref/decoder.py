@@ -257,17 +257,25 @@ class DecoderModel(nn.Module):
         self.rotary_emb = rotary
         self.layer_types = layer_types(c)
 
-    def forward(self, x, positions, mask, deepstack=(), caches=None, cache_pos=None):
+    def forward(self, x, positions, mask, deepstack=(), caches=None, cache_pos=None, layer_fn=None):
         """x: [B, T, hidden] embeddings; positions: what the rotary module takes ([B, T], or [3, B, T] for
         M-RoPE); mask: bool [B, 1, T, S]; deepstack: per level [B, T, hidden] added after layers 0, 1, ...
-        (Qwen3-VL's visual features; empty for text models). Returns the final-norm hidden states."""
+        (Qwen3-VL's visual features; empty for text models). Returns the final-norm hidden states.
+        layer_fn: how one layer runs (default `run_layer` below; zoo.compile passes its compiled region, which
+        takes `mask` in a form of its own: what it builds the mask from)."""
         cos, sin = self.rotary_emb(positions, x.dtype)
-        masks = {"full_attention": mask}
-        if "sliding_attention" in self.layer_types:  # the same mask, limited to each query's last window slots
-            slots = cache_pos if cache_pos is not None else torch.arange(x.shape[1], device=x.device)
-            masks["sliding_attention"] = sliding_mask(mask, slots, self.c.sliding_window)
+        windows = [self.c.sliding_window if t == "sliding_attention" else 0 for t in self.layer_types]
         for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, masks[self.layer_types[i]], None if caches is None else caches[i], cache_pos)
+            x = (layer_fn or run_layer)(layer, x, cos, sin, mask, None if caches is None else caches[i], cache_pos,
+                                        windows[i])
             if i < len(deepstack):
                 x = x + deepstack[i]
         return self.norm(x)
+
+
+def run_layer(layer: DecoderLayer, x, cos, sin, mask, cache, cache_pos, window: int):
+    """One decoder layer; a sliding layer (window > 0) sees only each query's last `window` slots of the mask."""
+    if window:
+        slots = cache_pos if cache_pos is not None else torch.arange(x.shape[1], device=x.device)
+        mask = sliding_mask(mask, slots, window)
+    return layer(x, cos, sin, mask, cache, cache_pos)

@@ -74,11 +74,18 @@ def test_every_site_replaced_and_prompt_lengths_share_one_graph(models):
     assert all(n == 1 for n in report.graphs.values()), report.graphs
     layers = model.config.num_hidden_layers
     for name, counts in report.per_graph:
-        assert counts["attention"] == counts["rope"] == layers and counts["rope_unpaired"] == 0, (name, counts)
-        assert counts["linears"] == 2 * layers, (name, counts)  # q/k/v (with Qwen2's biases) and gate/up
+        if name.startswith("sample["):  # the decode's sampling: no layer in it
+            assert name not in report.regions and counts["attention"] == counts["linears"] == 0, (name, counts)
+            continue
+        # a region: one layer's graph, run for every layer
+        assert report.regions[name] == layers, (name, report.regions)
+        assert counts["attention"] == counts["rope"] == 1 and counts["rope_unpaired"] == 0, (name, counts)
+        assert counts["linears"] == 2, (name, counts)  # q/k/v (with Qwen2's biases) and gate/up
         # every attention site takes its rows' windows: no [B, 1, T, S] mask is built
-        assert counts["attention_window"] == layers and counts["masks_built"] == 0, (name, counts)
+        assert counts["attention_window"] == 1 and counts["masks_built"] == 0, (name, counts)
     assert {name for name, _ in report.per_graph} >= {f"prefill[b={BATCH}]", f"decode[b={BATCH}]"}
+    every_layer = {f"layers.{i}" for i in range(layers)}
+    assert all(set(report.sites[p]) == every_layer for p in ("attention", "attention_window", "rope", "linears"))
 
 
 def test_50_sampling_settings_one_decode_graph_and_draws_equal_the_reference(models):
@@ -214,6 +221,12 @@ def test_sliding_window_layers_equal_the_reference_and_attend_by_their_window():
         held = torch.cat([follow, tokens], 1)
     report = zoo.explain(compiled)
     for name, counts in report.per_graph:
-        assert counts["attention_window"] == 2 and counts["masks_built"] == 0, (name, counts)
-    assert "extend[b=1]" in report.graphs
-    assert report.counts["attention_sliding"] == 1  # zoo_ref builds the sliding mask once, for every such layer
+        if name.startswith("sample["):
+            continue
+        # the full layer's region and the sliding layer's (window=3): each attends by its window, no mask built
+        assert counts["attention_window"] == 1 and counts["masks_built"] == 0, (name, counts)
+        assert counts["attention_sliding"] == (1 if name.endswith("window=3") else 0), (name, counts)
+        assert report.regions[name] == 1, (name, report.regions)  # one layer of each kind
+    assert {"extend[b=1]", "extend[b=1] window=3", "decode[b=2] window=3"} <= set(report.graphs)
+    sliding = [name for name, _ in report.per_graph if name.endswith("window=3")]
+    assert report.sites["attention_sliding"] == {"layers.1": len(sliding)}  # the sliding layer, in each graph

@@ -120,8 +120,8 @@ class Qwen3VLForConditionalGeneration(Pretrained, nn.Module):
         return next_pos.view(1, -1, 1).expand(3, -1, 1)
 
     # ---------------------------------------------------------------- forward
-    def decode_hidden(self, x, positions, mask, deepstack=(), caches=None, cache_pos=None):
-        return self.lm_head(self.model.language_model(x, positions, mask, deepstack, caches, cache_pos))
+    def decode_hidden(self, x, positions, mask, deepstack=(), caches=None, cache_pos=None, layer_fn=None):
+        return self.lm_head(self.model.language_model(x, positions, mask, deepstack, caches, cache_pos, layer_fn))
 
     def forward(self, input_ids, pixel_values=None, image_grid_thw=None, pixel_values_videos=None,
                 video_grid_thw=None, attention_mask=None):

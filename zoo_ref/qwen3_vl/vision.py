@@ -161,14 +161,16 @@ class VisionModel(nn.Module):
         """pixels: [N, patch_dim]; grid_thw: [n, 3] -> (tokens [N/4, out], [deepstack_i [N/4, out]])."""
         return self.encode(pixels, *self.layout(grid_thw))
 
-    def encode(self, pixels, rows, cols, taps, weights, mask):
+    def encode(self, pixels, rows, cols, taps, weights, mask, block_fn=None):
+        """block_fn(block, x, cos, sin, mask): how one block runs (zoo.compile passes its compiled region, which
+        takes `mask` in a form of its own: what it builds the mask from)."""
         x = self.patch_embed(pixels)
         pos = (self.pos_embed(taps) * weights[:, :, None]).sum(1)  # bilinear mix of 4 table rows
         x = x + pos.to(x.dtype)
         cos, sin = self.rotary_pos_emb(rows, cols)
         deepstack = []
         for i, block in enumerate(self.blocks):
-            x = block(x, cos, sin, mask)
+            x = block_fn(block, x, cos, sin, mask) if block_fn is not None else block(x, cos, sin, mask)
             if i in self.c.deepstack_visual_indexes:
                 deepstack.append(self.deepstack_merger_list[self.c.deepstack_visual_indexes.index(i)](x))
         return self.merger(x), deepstack
