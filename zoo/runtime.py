@@ -1,6 +1,7 @@
 """The compiled-decoder runtime every zoo text model shares: batch buckets, static KV caches, decode state,
-compiled prefill (dynamic length) and decode (one graph per batch bucket, sampling inside it), hand-captured
-CUDA graphs, packed-weight checks and pattern recording. The generate loop is zoo_ref's own (decode_loop).
+prefill (dynamic length) and decode (per batch bucket, sampling settings as graph inputs) through compiled layer
+regions (zoo/regions.py: one layer's graph runs every layer), hand-captured CUDA graphs of whole steps, packed-weight
+checks and pattern recording. The generate loop is zoo_ref's own (decode_loop).
 
 A model joins through zoo_ref's generation interface (`embed`, `rope_positions`, `decode_positions`,
 `decode_hidden`, `text_config`, `banned_token_ids`, declared `packed_groups`): `CompiledDecoder` serves every
