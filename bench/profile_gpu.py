@@ -60,16 +60,19 @@ def main():
         if "qwen" in what:
             ids = torch.randint(10, 1000, (1, 128), device=dev)
             compiled.generate(ids, max_new_tokens=4, eos_token_id=[])
-            (key, (graph, _)), = list(compiled.graphs.graphs.items())[:1]
+            graph, _ = compiled.graphs.graphs[1]  # the decode step's graph (batch bucket 1)
             per_token = wall(lambda: compiled.generate(ids, max_new_tokens=64, eos_token_id=[]), 2) / 64
             print(f"decode replay wall {wall(graph.replay, 50):.3f} ms/step; generate(64) {per_token:.3f} ms/token")
             top_kernels(graph.replay, 10, "qwen decode step (batch 1, CUDA graph)", rows=30)
         if "vision" in what:
-            _, px, gr = image_prompt(config, 448, device=dev)
-            layout = compiled.model.model.visual.layout(gr)
-            print(f"vision 448: layout {wall(lambda: compiled.model.model.visual.layout(gr), 10):.3f} ms, "
-                  f"encode {wall(lambda: compiled._vision(px.to(torch.bfloat16), *layout), 10):.3f} ms")
-            top_kernels(lambda: compiled._vision(px.to(torch.bfloat16), *layout), 5, "vision 448 encode")
+            for size in (448, 1024, 1792):
+                _, px, gr = image_prompt(config, size, device=dev)
+                # the CUDA graph of this grid, without the feature cache; no_grad as in encode_vision (with autograd
+                # on, Dynamo traces a training graph, which the passes' inference patterns do not match)
+                encode = torch.no_grad()(lambda: compiled._encode(px, gr))  # noqa: E731
+                print(f"vision {size}: layout {wall(lambda: compiled.model.model.visual.layout(gr), 10):.3f} ms, "
+                      f"encode {wall(encode, 10):.3f} ms")
+                top_kernels(encode, 5, f"vision {size} encode")
     if "mla" in what:
         cfg = json.loads(R1.read_text())
         with torch.device(dev):
