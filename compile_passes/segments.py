@@ -9,7 +9,7 @@ from torch import Tensor
 
 from zoo_ref.qwen3_vl.vision import mask_of_segments
 
-from .ops import _empty_bthd, _flash_fits, _masked, bthd, flash_varlen
+from .ops import _empty_bthd, _flash_fits, _masked, flash_varlen
 
 
 @torch.library.custom_op("zoo::segment_mask", mutates_args=())
@@ -44,10 +44,17 @@ def _(q, k, v, cu_seqlens, max_len, scale):
 
 @segment_attention.register_kernel("cuda")
 def _segment_attention_cuda(q, k, v, cu_seqlens, max_len, scale):
-    n = q.shape[2]
-    if max_len == n:  # one segment (one image frame): plain attention, SDPA's fastest kernel (cuDNN on the H100)
-        return bthd(torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=scale,
-                                                                     enable_gqa=q.shape[1] != k.shape[1]))
+    n, segments = q.shape[2], cu_seqlens.shape[0] - 1
+    if max_len * segments == n:
+        # every segment as long as the longest: one image, a video's frames, same-size images. They are a batch
+        # for SDPA's fastest kernel (cuDNN on Hopper; H200, 16 heads of 64: 8 x 784 patches 81 us, varlen 143 us;
+        # one 12,544-patch image 1.3 ms, FlashAttention 2.1 ms). Known from shapes alone: no host read.
+        def batch(x):  # [1, H, N, D] -> [segments, H, L, D] (a view)
+            return x[0].unflatten(1, (segments, max_len)).transpose(0, 1)
+        out = torch.nn.functional.scaled_dot_product_attention(batch(q), batch(k), batch(v), scale=scale,
+                                                               enable_gqa=q.shape[1] != k.shape[1])
+        # [segments, H, L, Dv] -> [1, H, N, Dv] with [1, N, H, Dv] memory (free when SDPA wrote [S, L, H, Dv])
+        return out.transpose(1, 2).reshape(1, n, q.shape[1], v.shape[-1]).transpose(1, 2)
     if not _flash_fits(q, k, v):
         return _masked(q, k, v, mask_of_segments(cu_seqlens, n), scale)
 

@@ -158,6 +158,26 @@ def test_segment_attention_equals_reference(lengths, heads, seed):
 
 
 @settings(max_examples=10, deadline=None)
+@given(lengths=st.one_of(st.lists(st.integers(1, 300), min_size=1, max_size=4),  # varlen (or one segment)
+                         st.tuples(st.integers(1, 200), st.integers(2, 6)).map(lambda lc: [lc[0]] * lc[1])),  # equal
+       seed=st.integers(0, 99))
+def test_cuda_bf16_segment_attention_equals_the_fp32_reference(lengths, seed):
+    """Vision on CUDA: equal segments (a video's frames) as one SDPA batch, others through FlashAttention varlen;
+    bf16 against the fp32 oracle, output laid out for the projection. GPU runs only."""
+    if DEVICE.type != "cuda":
+        pytest.skip("CUDA kernels: run with ZOO_TEST_CUDA=1 on a GPU")
+    g = torch.Generator().manual_seed(seed)
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()])
+    n = int(cu[-1])
+    q, k, v = (t.transpose(0, 1)[None] for t in torch.randn(n, 3, 4, 64, generator=g).unbind(1))
+    want = attention(q, k, v, mask_of_segments(cu, n), 0.125)
+    q, k, v = (x.to(DEVICE, torch.bfloat16) for x in (q, k, v))
+    out = torch.ops.zoo.segment_attention(q, k, v, cu.to(DEVICE), max(lengths), 0.125)
+    assert relative_error(out.float().cpu(), want) < 2e-2
+    assert out.shape == want.shape and out.transpose(1, 2).is_contiguous()
+
+
+@settings(max_examples=10, deadline=None)
 @given(valid=windows(s_max=300), window=st.sampled_from([0, 1, 7, 64]), seed=st.integers(0, 99))
 def test_cuda_bf16_prompt_attention_equals_the_fp32_reference(valid, window, seed):
     """The CUDA paths the fp32 tests above do not reach: FlashAttention varlen over padded prompts (and sliding
