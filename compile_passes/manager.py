@@ -6,6 +6,7 @@ the zoo_ref functions the patterns come from, the enabled passes and the registe
 FX graph cache can never serve a graph compiled with other passes.
 """
 import hashlib
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from .windows import attend_by_window, masks_left
 
 PASSES = {"attention": attention_replacements, "rope": rope_replacements,
           "linears": lambda: []}  # not a pattern: merges mm's whose weights zoo packed (see linears.py)
+aten = torch.ops.aten
 _ROOT = Path(__file__).resolve().parents[1]
 _FILES = tuple(str(p) for p in [*sorted((_ROOT / "compile_passes").glob("*.py")), _ROOT / "zoo_ref/layers.py",
                                 _ROOT / "zoo_ref/decoder.py", _ROOT / "zoo_ref/deepseek/mla.py"])
@@ -43,6 +45,7 @@ class ZooPassManager(CustomGraphPass):
         return record_call_sites(self.replacements)
 
     def __call__(self, graph: torch.fx.Graph) -> None:
+        drop_full_slices(graph)
         counts = {}
         for rep in self.replacements:
             counts[rep.name] = rep.apply(graph)
@@ -81,6 +84,21 @@ class ZooPassManager(CustomGraphPass):
         for rep in self.replacements:
             h.update(repr(sorted(map(str, rep.keys))).encode())
         return h.hexdigest()
+
+
+def drop_full_slices(graph: torch.fx.Graph) -> int:
+    """Remove `x[:, :]`-style slices (start 0, end past any size, step 1): the tensor itself. The patterns are traced
+    on concrete examples, where such slices vanish; in a dynamic graph they stay whenever the symbolic shapes do not
+    let Dynamo prove them whole (zoo_ref's sliding_mask indexes `j[None, :]`), and a pattern would then not match."""
+    dropped = 0
+    for node in list(graph.nodes):
+        if node.op == "call_function" and node.target is aten.slice.Tensor and not node.kwargs:
+            x, dim, start, end, step = (list(node.args) + [0, 0, None, 1][len(node.args) - 1:])[:5]
+            if start in (0, None) and (end is None or (isinstance(end, int) and end >= sys.maxsize)) and step == 1:
+                node.replace_all_uses_with(x)
+                graph.erase_node(node)
+                dropped += 1
+    return dropped
 
 
 def _kernel_kind(node):

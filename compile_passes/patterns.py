@@ -35,6 +35,15 @@ def _layout_key(x):
     return (x.dtype, x.dim(), order, x.is_contiguous(), tuple(s == 1 for s in x.shape))
 
 
+def _call_key(args):
+    """What decides one call's traced graph: each argument's layout, and which sizes are equal across arguments
+    (q with as many heads as k drops the GQA expand): two call sites that differ only there trace differently."""
+    sizes = {}
+    equal = tuple(tuple(sizes.setdefault(int(s), len(sizes)) for s in a.shape) if isinstance(a, torch.Tensor)
+                  else None for a in args)
+    return tuple(_layout_key(a) for a in args) + (equal,)
+
+
 def _layout_of(x):
     """What an example needs of a real argument (its layout, not its values: the tensor itself is not kept)."""
     return (tuple(x.shape), x.stride(), x.dtype, x.device) if isinstance(x, torch.Tensor) else None
@@ -71,7 +80,7 @@ class Replacement:
     def register_like(self, args):
         """Note the layouts of `args` (the arguments of one real call): a pattern for them is traced when a graph is
         first searched, so a process whose graphs all come from the compile cache never traces one."""
-        key = tuple(_layout_key(a) for a in args)
+        key = _call_key(args)
         if key not in self.keys:
             self.keys.add(key)
             self.pending.append([_layout_of(a) for a in args])

@@ -74,8 +74,9 @@ def _(logits, top_k, top_p):
 
 
 class PromptSlots(nn.Module):
-    """A static cache as a prompt written from slot 0 sees it: `update` writes the prompt's K/V and returns only
-    its slots [0, T), so prefill attention never touches the rest of the buffer."""
+    """A static cache as a prompt written from slot 0 sees it: `update` writes the prompt's K/V and returns what its
+    slots [0, T) now hold, i.e. the K/V themselves: prefill attention never touches the buffer (and a prompt as
+    long as the buffer traces like any other: a slice of the whole buffer made Dynamo guard on T != S)."""
 
     def __init__(self, cache):
         super().__init__()
@@ -83,8 +84,7 @@ class PromptSlots(nn.Module):
 
     def update(self, pos, k, v):
         self.cache.update(pos, k, v)
-        t = k.shape[2]
-        return self.cache.k[:, :, :t], self.cache.v[:, :, :t]
+        return k, v
 
 
 def _pad(x, dim, n):
@@ -262,8 +262,7 @@ class CompiledDecoder:
         # bounds: prompts past GRAPH_MAX_T amortize their launches; a suffix past the window kernel's query limit
         # takes the attention's dense path, which reads a bound on the host (not capturable)
         bound = GRAPH_MAX_T if kind == "prefill" else WINDOW_KERNEL_MAX_QUERIES
-        # below max_seq_len: a prompt filling the whole buffer traces differently (a recompile)
-        nb = max(n, min(length_bucket(n), self.max_len - 1 - start)) if n <= bound else n
+        nb = max(n, min(length_bucket(n), self.max_len - start)) if n <= bound else n
         extra = nb - n
         inputs = dict(x=_pad(p.x[:, start:], 1, extra), positions=_pad(p.positions[..., start:], -1, extra),
                       levels=_pad(p.levels[:, :, start:], 2, extra), key_start=p.key_start,
