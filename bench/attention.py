@@ -24,7 +24,7 @@ import triton
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import compile_passes.windows  # noqa: E402,F401  (registers torch.ops.zoo.*)
-from compile_passes.ops import _sdpa  # noqa: E402
+from compile_passes.ops import sdpa_with_mask  # noqa: E402
 from zoo_ref.decoder import window_mask  # noqa: E402
 from zoo_ref.layers import attention, relative_error  # noqa: E402
 from zoo_ref.qwen3_vl.vision import mask_of_segments  # noqa: E402
@@ -110,7 +110,7 @@ def vision_table(flops):
         row = {"segments": f"{len(lengths)} x {lengths[0]}", "floor ms": floor,
                "zoo segment_attention ms": ms(lambda: torch.ops.zoo.segment_attention(q, k, v, cu, max(lengths),
                                                                                       0.125)),
-               "before: dense block mask ms": ms(lambda: _sdpa(q, k, v, mask, 0.125))}
+               "before: dense block mask ms": ms(lambda: sdpa_with_mask(q, k, v, mask, 0.125))}
         add_row(rows, row, 100 * floor / row["zoo segment_attention ms"])
     return rows
 
@@ -132,7 +132,7 @@ def prompt_table(flops, lengths):
             s = 32768
             kb, vb = (torch.randn(1, HKV, s, D, device="cuda", dtype=torch.bfloat16) for _ in range(2))
             mask = window_mask(start, end, torch.arange(t, device="cuda"), s)
-            row["old masked over 32k buffer ms"] = ms(lambda: _sdpa(q, kb, vb, mask, D ** -0.5))
+            row["old masked over 32k buffer ms"] = ms(lambda: sdpa_with_mask(q, kb, vb, mask, D ** -0.5))
         add_row(rows, row, 100 * floor / row["zoo unpadded ms"])
     return rows
 

@@ -54,7 +54,7 @@ def _visible(x, mask):
     return x.masked_fill(~mask.any(-2)[..., None], 0)  # mask [B, 1, T, S] -> [B, 1, S, 1]
 
 
-def _sdpa(q, k, v, mask, scale):
+def sdpa_with_mask(q, k, v, mask, scale):
     k, v = _visible(k, mask), _visible(v, mask)
     n_rep = q.shape[1] // k.shape[1]
     if n_rep > 1:  # the masked memory-efficient kernel has no GQA: repeat kv heads
@@ -74,7 +74,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float) -> Te
     """Masked GQA softmax attention: q [B, H, T, D], k/v [B, Hkv, S, D(v)], mask bool [B, 1, T, S] ->
     [B, H, T, Dv] with [B, T, H, Dv] memory (zoo_ref.layers.attention) through SDPA's fused kernels. Text decoders
     never run it: their masks come from a token window, and windows.attend_by_window swaps it out."""
-    return bthd(_sdpa(q, k, v, mask, scale))
+    return bthd(sdpa_with_mask(q, k, v, mask, scale))
 
 
 @attention.register_fake
@@ -95,19 +95,19 @@ def _mla_cache_write_cuda(kv_cache, pe_cache, latent, k_pe, start_pos, seq_lens)
     cache_write_triton(kv_cache, pe_cache, latent, k_pe, start_pos, seq_lens)
 
 
-def _empty_bthd(q, dv):
+def empty_bthd(q, dv):
     b, h, t, _ = q.shape
     return q.new_empty(b, t, h, dv).transpose(1, 2)
 
 
-def _flash_fits(q, k, v) -> bool:
+def flash_fits(q, k, v) -> bool:
     """What torch's FlashAttention varlen takes: fp16/bf16, one head dim <= 256 for q/k/v, GQA groups."""
     d = q.shape[-1]
     return q.dtype in (torch.float16, torch.bfloat16) and d == v.shape[-1] <= 256 and q.shape[1] % k.shape[1] == 0
 
 
-def _masked(q, k, v, mask, scale):
-    return bthd(_sdpa(q, k, v, mask, scale))
+def masked_attention(q, k, v, mask, scale):
+    return bthd(sdpa_with_mask(q, k, v, mask, scale))
 
 
 @functools.cache

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from zoo_ref.qwen3_vl.vision import mask_of_segments
 
-from .ops import _empty_bthd, _flash_fits, _masked, flash_varlen
+from .ops import empty_bthd, flash_fits, flash_varlen, masked_attention
 
 
 @torch.library.custom_op("zoo::segment_mask", mutates_args=())
@@ -39,7 +39,7 @@ def segment_attention(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor, max_l
 
 @segment_attention.register_fake
 def _(q, k, v, cu_seqlens, max_len, scale):
-    return _empty_bthd(q, v.shape[-1])
+    return empty_bthd(q, v.shape[-1])
 
 
 @segment_attention.register_kernel("cuda")
@@ -55,8 +55,8 @@ def _segment_attention_cuda(q, k, v, cu_seqlens, max_len, scale):
                                                                enable_gqa=q.shape[1] != k.shape[1])
         # [segments, H, L, Dv] -> [1, H, N, Dv] with [1, N, H, Dv] memory (free when SDPA wrote [S, L, H, Dv])
         return out.transpose(1, 2).reshape(1, n, q.shape[1], v.shape[-1]).transpose(1, 2)
-    if not _flash_fits(q, k, v):
-        return _masked(q, k, v, mask_of_segments(cu_seqlens, n), scale)
+    if not flash_fits(q, k, v):
+        return masked_attention(q, k, v, mask_of_segments(cu_seqlens, n), scale)
 
     def pack(x):  # [1, heads, N, D] (a view of [N, heads, D]) -> [N, heads, D]
         return x[0].transpose(0, 1)

@@ -27,7 +27,7 @@ from zoo_ref.decoder import sliding_mask as _sliding_mask
 from zoo_ref.decoder import window_mask as _window_mask
 
 from . import latent, segments  # noqa: F401  (register zoo::mla_*, zoo::segment_*)
-from .ops import _empty_bthd, _flash_fits, _masked, bthd, flash_varlen, varlen_takes_window
+from .ops import bthd, empty_bthd, flash_fits, flash_varlen, masked_attention, varlen_takes_window
 
 
 @torch.library.custom_op("zoo::window_mask", mutates_args=())
@@ -94,12 +94,12 @@ def _window_dense(q, k, v, key_start, key_end, query_slots, scale, window=0):
     n = max(1, int(torch.minimum(key_end.max(), query_slots.max() + 1)))
     k, v = k[:, :, :n], v[:, :, :n]
     mask = _window_mask(key_start, key_end, query_slots, n)
-    return _masked(q, k, v, _sliding_mask(mask, query_slots, window) if window else mask, scale)
+    return masked_attention(q, k, v, _sliding_mask(mask, query_slots, window) if window else mask, scale)
 
 
 @window_attention.register_fake
 def _(q, k, v, key_start, key_end, query_slots, scale, window=0):
-    return _empty_bthd(q, v.shape[-1])
+    return empty_bthd(q, v.shape[-1])
 
 
 @window_attention.register_kernel("cuda")
@@ -118,7 +118,7 @@ def prompt_attention(q: Tensor, k: Tensor, v: Tensor, key_start: Tensor, key_end
     copies. window > 0: each query sees at most its last `window` slots (a sliding-window layer)."""
     if not padded and not window:
         return _causal(q, k, v, scale)
-    return _masked(q, k, v, _prompt_window_mask(key_start, key_end, q.shape[2], window), scale)
+    return masked_attention(q, k, v, _prompt_window_mask(key_start, key_end, q.shape[2], window), scale)
 
 
 def _causal(q, k, v, scale):
@@ -129,7 +129,7 @@ def _causal(q, k, v, scale):
 
 @prompt_attention.register_fake
 def _(q, k, v, key_start, key_end, scale, padded, window=0):
-    return _empty_bthd(q, v.shape[-1])
+    return empty_bthd(q, v.shape[-1])
 
 
 @prompt_attention.register_kernel("cuda")
@@ -137,8 +137,8 @@ def _prompt_attention_cuda(q, k, v, key_start, key_end, scale, padded, window=0)
     b, h, t, d = q.shape
     if not padded and not window:
         return _causal(q, k, v, scale)
-    if not _flash_fits(q, k, v) or (window and not varlen_takes_window()):
-        return _masked(q, k, v, _prompt_window_mask(key_start, key_end, t, window), scale)
+    if not flash_fits(q, k, v) or (window and not varlen_takes_window()):
+        return masked_attention(q, k, v, _prompt_window_mask(key_start, key_end, t, window), scale)
     # Pack the rows ([B, T] -> B*T tokens) and cut each into three causal segments: padding before its window,
     # its tokens, padding after. Every token segment attends causally to itself only; padding segments compute
     # garbage that is zeroed below. q is a transposed view of [B, T, H, D]: packing it is free; k/v are cache
