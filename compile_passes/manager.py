@@ -93,7 +93,8 @@ def drop_full_slices(graph: torch.fx.Graph) -> int:
     dropped = 0
     for node in list(graph.nodes):
         if node.op == "call_function" and node.target is aten.slice.Tensor and not node.kwargs:
-            x, dim, start, end, step = (list(node.args) + [0, 0, None, 1][len(node.args) - 1:])[:5]
+            # aten.slice.Tensor(self, dim=0, start=None, end=None, step=1)
+            x, _, start, end, step = (*node.args, *(0, None, None, 1)[len(node.args) - 1:])
             if start in (0, None) and (end is None or (isinstance(end, int) and end >= sys.maxsize)) and step == 1:
                 node.replace_all_uses_with(x)
                 graph.erase_node(node)

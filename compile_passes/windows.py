@@ -141,8 +141,8 @@ def _prompt_attention_cuda(q, k, v, key_start, key_end, scale, padded, window=0)
         return masked_attention(q, k, v, _prompt_window_mask(key_start, key_end, t, window), scale)
     # Pack the rows ([B, T] -> B*T tokens) and cut each into three causal segments: padding before its window,
     # its tokens, padding after. Every token segment attends causally to itself only; padding segments compute
-    # garbage that is zeroed below. q is a transposed view of [B, T, H, D]: packing it is free; k/v are cache
-    # slots ([B, Hkv, T, D]): one copy of the prompt's keys, linear in its length.
+    # garbage that is zeroed below. q/k/v are transposed views of [B, T, heads, D] (the runtime's prompt attends
+    # over its own K/V): packing them is free; other layouts cost one copy, linear in the prompt's length.
     row = torch.arange(b, device=q.device)[:, None] * t
     cu = torch.cat([(row + torch.stack([torch.zeros_like(key_start), key_start, key_end], 1)).flatten(),
                     row.new_full((1,), b * t)]).to(torch.int32)

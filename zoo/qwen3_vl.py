@@ -3,7 +3,9 @@ set of image/video grids on GPU, layout memoized) and deepstack levels fed to th
 
 The encoder attends by segment: the graph gets each frame's bounds (cu_seqlens) and builds the reference's
 block-diagonal mask from them through zoo::segment_mask, which the attention pass swaps for attention per segment
-(FlashAttention varlen on CUDA): memory linear in the number of patches, several images and frames in one call."""
+(on CUDA one SDPA batch when the segments are equally long, else FlashAttention varlen): memory linear in the
+number of patches, several images and frames in one call. Each block runs through a compiled region
+(zoo/regions.py)."""
 import functools
 import weakref
 

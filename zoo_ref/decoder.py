@@ -256,6 +256,7 @@ class DecoderModel(nn.Module):
         self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
         self.rotary_emb = rotary
         self.layer_types = layer_types(c)
+        self.windows = tuple(c.sliding_window if t == "sliding_attention" else 0 for t in self.layer_types)
 
     def forward(self, x, positions, mask, deepstack=(), caches=None, cache_pos=None, layer_fn=None):
         """x: [B, T, hidden] embeddings; positions: what the rotary module takes ([B, T], or [3, B, T] for
@@ -264,10 +265,9 @@ class DecoderModel(nn.Module):
         layer_fn: how one layer runs (default `run_layer` below; zoo.compile passes its compiled region, which
         takes `mask` in a form of its own: what it builds the mask from)."""
         cos, sin = self.rotary_emb(positions, x.dtype)
-        windows = [self.c.sliding_window if t == "sliding_attention" else 0 for t in self.layer_types]
         for i, layer in enumerate(self.layers):
             x = (layer_fn or run_layer)(layer, x, cos, sin, mask, None if caches is None else caches[i], cache_pos,
-                                        windows[i])
+                                        self.windows[i])
             if i < len(deepstack):
                 x = x + deepstack[i]
         return self.norm(x)
