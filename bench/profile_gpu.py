@@ -49,6 +49,8 @@ def wall(fn, n):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--what", default="qwen,vision,mla")
+    p.add_argument("--rows", type=int, default=30, help="kernels listed per profile")
+    p.add_argument("--sizes", default="448,1024,1792", help="vision image sizes")
     args = p.parse_args()
     what = set(args.what.split(","))
     dev = torch.device("cuda")
@@ -63,16 +65,16 @@ def main():
             graph, _ = compiled.graphs.graphs[1]  # the decode step's graph (batch bucket 1)
             per_token = wall(lambda: compiled.generate(ids, max_new_tokens=64, eos_token_id=[]), 2) / 64
             print(f"decode replay wall {wall(graph.replay, 50):.3f} ms/step; generate(64) {per_token:.3f} ms/token")
-            top_kernels(graph.replay, 10, "qwen decode step (batch 1, CUDA graph)", rows=30)
+            top_kernels(graph.replay, 10, "qwen decode step (batch 1, CUDA graph)", rows=args.rows)
         if "vision" in what:
-            for size in (448, 1024, 1792):
+            for size in map(int, args.sizes.split(",")):
                 _, px, gr = image_prompt(config, size, device=dev)
                 # the CUDA graph of this grid, without the feature cache; no_grad as in encode_vision (with autograd
                 # on, Dynamo traces a training graph, which the passes' inference patterns do not match)
                 encode = torch.no_grad()(lambda: compiled._encode(px, gr))  # noqa: E731
                 print(f"vision {size}: layout {wall(lambda: compiled.model.model.visual.layout(gr), 10):.3f} ms, "
                       f"encode {wall(encode, 10):.3f} ms")
-                top_kernels(encode, 5, f"vision {size} encode")
+                top_kernels(encode, 5, f"vision {size} encode", rows=args.rows)
     if "mla" in what:
         cfg = json.loads(R1.read_text())
         with torch.device(dev):
@@ -90,7 +92,7 @@ def main():
             graph = next(g for key, (g, _) in c.graphs.graphs.items()
                          if key[1] == (1 if t == 1 else t) and key[2][1][0] == b)
             print(f"{label}: replay {wall(graph.replay, 30):.3f} ms")
-            top_kernels(graph.replay, 10, f"{label} (CUDA graph)")
+            top_kernels(graph.replay, 10, f"{label} (CUDA graph)", rows=args.rows)
 
 if __name__ == "__main__":
     main()

@@ -1,10 +1,15 @@
-"""Sibling linears: mm's (addmm's, with biases) that read the same input with weights (and biases) stored
+"""Sibling linears, and linears of one row.
+
+Sibling linears: mm's (addmm's, with biases) that read the same input with weights (and biases) stored
 back to back in one buffer become one mm whose output is sliced. zoo packs q/k/v (and gate/up, MLA's q_a/kv_a)
 into one buffer at compile time (the parameters become views of it, values unchanged), so in decode one GEMV
 streams all three weights instead of three small launches each ramping up to bandwidth.
 
 The graph sees each weight as its own input, but fake tensors keep storage identity and offsets, so the
 pass can prove adjacency: same storage, row-major [N_i, K], offsets consecutive.
+
+Linears of one row (a batch-1 decode step: the input is statically [1, K]) then become zoo::gemv, which streams
+the weight once through a Triton GEMV on CUDA instead of cuBLAS's GEMM tiles (kernels/gemv.py).
 """
 from collections import defaultdict
 
@@ -12,6 +17,7 @@ import torch
 from torch._guards import detect_fake_mode
 from torch.multiprocessing.reductions import StorageWeakRef
 
+from . import ops  # noqa: F401  (registers torch.ops.zoo.gemv)
 from .patterns import site_of
 
 aten = torch.ops.aten
@@ -126,4 +132,44 @@ def merge_sibling_mms(graph: torch.fx.Graph) -> list:
                 if not weight_t.users:
                     graph.erase_node(weight_t)
             sites.append(site)
+    return sites
+
+
+def _one_row_linear(node):
+    """(x, weight [N, K] node, bias node or None) of an mm / addmm whose input is statically one row and whose
+    weight is a transposed [N, K] tensor with unit stride along K; else None."""
+    if node.op != "call_function" or node.target not in (aten.mm.default, aten.addmm.default) or node.kwargs:
+        return None
+    bias, x, wt = (None, *node.args) if node.target is aten.mm.default else node.args
+    if wt.op != "call_function" or wt.target not in (aten.permute.default, aten.t.default):
+        return None
+    if wt.target is aten.permute.default and list(wt.args[1]) != [1, 0]:
+        return None
+    w, xv = wt.args[0], x.meta.get("val")
+    wv, bv = w.meta.get("val"), None if bias is None else bias.meta.get("val")
+    if xv is None or wv is None or xv.dim() != 2 or wv.dim() != 2 or wv.stride(1) != 1:
+        return None
+    if not (isinstance(xv.shape[0], int) and xv.shape[0] == 1) or xv.dtype != wv.dtype:
+        return None
+    if bias is not None and (bv is None or bv.dim() != 1 or bv.stride() != (1,) or bv.dtype != wv.dtype):
+        return None
+    return x, w, bias
+
+
+def one_row_gemvs(graph: torch.fx.Graph) -> list:
+    """Linears of one row (batch-1 decode, after merge_sibling_mms) -> zoo::gemv, a Triton GEMV on CUDA (cuBLAS
+    tiles them as GEMMs: see kernels/gemv.py). Returns each replaced linear's layer site."""
+    sites = []
+    for node in list(graph.nodes):
+        ops = _one_row_linear(node)
+        if ops is None:
+            continue
+        with graph.inserting_before(node):
+            y = _add(graph, torch.ops.zoo.gemv.default, ops, node)
+        node.replace_all_uses_with(y)
+        sites.append(site_of(node))
+        wt = node.args[-1]
+        graph.erase_node(node)
+        if not wt.users:
+            graph.erase_node(wt)
     return sites

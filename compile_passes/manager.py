@@ -16,13 +16,13 @@ from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_file
 from zoo_ref.errors import InputError
 
 from .attention import attention_replacements
-from .linears import merge_sibling_mms
+from .linears import merge_sibling_mms, one_row_gemvs
 from .patterns import record_call_sites, site_of
 from .rope import pair_qk, rope_replacements
 from .windows import attend_by_window, masks_left
 
 PASSES = {"attention": attention_replacements, "rope": rope_replacements,
-          "linears": lambda: []}  # not a pattern: merges mm's whose weights zoo packed (see linears.py)
+          "linears": lambda: []}  # not a pattern: merges mm's whose weights zoo packed, one-row GEMVs (linears.py)
 aten = torch.ops.aten
 _ROOT = Path(__file__).resolve().parents[1]
 _FILES = tuple(str(p) for p in [*sorted((_ROOT / "compile_passes").glob("*.py")), _ROOT / "zoo_ref/layers.py",
@@ -67,6 +67,9 @@ class ZooPassManager(CustomGraphPass):
             merged = merge_sibling_mms(graph)
             counts["linears"] = len(merged)
             self.sites.update(("linears", site) for site in merged)
+            gemvs = one_row_gemvs(graph)
+            counts["gemv"] = len(gemvs)
+            self.sites.update(("gemv", site) for site in gemvs)
         self.log.append((self.current, counts))
 
     def checkpoint(self):

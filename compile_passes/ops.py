@@ -6,6 +6,7 @@ TRITON_INTERPRET=1).
 """
 import functools
 import inspect
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -45,6 +46,23 @@ def _rotary_cuda(x, cos, sin):
     out = x.clone()
     rope_triton(out, None, cos, sin)
     return out
+
+
+@torch.library.custom_op("zoo::gemv", mutates_args=())
+def gemv(x: Tensor, w: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """x [1, K] @ w[N, K]^T (+ bias [N]) -> [1, N]: a linear of one row (batch-1 decode); plain F.linear off CUDA."""
+    return torch.nn.functional.linear(x, w, bias)
+
+
+@gemv.register_fake
+def _(x, w, bias):
+    return x.new_empty(1, w.shape[0])
+
+
+@gemv.register_kernel("cuda")
+def _gemv_cuda(x, w, bias):
+    from .kernels.gemv import gemv_triton
+    return gemv_triton(x, w, bias)
 
 
 def _visible(x, mask):

@@ -1,12 +1,13 @@
-"""The sibling-linears pass on its own: merges exactly the mm's (addmm's with biases) whose weights zoo packed
-back to back, and the compiled module equals eager for random shapes."""
+"""The linears passes on their own: sibling merging rewrites exactly the mm's (addmm's with biases) whose weights zoo
+packed back to back, one-row GEMVs exactly the linears whose input is statically one row, and the compiled module
+equals eager for random shapes."""
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 from torch._inductor.compile_fx import compile_fx
 
-from compile_passes.linears import merge_sibling_mms
+from compile_passes.linears import merge_sibling_mms, one_row_gemvs
 from zoo.packing import pack_linears
 from zoo_ref.layers import relative_error
 
@@ -22,11 +23,13 @@ class Siblings(nn.Module):
         return torch.cat([y.sum(-1, keepdim=True) for y in ys] + [ys[0] * 2], -1)
 
 
-def compiled_with_pass(module):
+def compiled_with_pass(module, gemvs=None):
     merged = []
 
     def run_pass(graph):
         merged.extend(merge_sibling_mms(graph))
+        if gemvs is not None:
+            gemvs.extend(one_row_gemvs(graph))
 
     def backend(gm, example_inputs):
         return compile_fx(gm, example_inputs, config_patches={"joint_custom_pre_pass": run_pass,
@@ -65,3 +68,25 @@ def test_mixed_biases_or_mismatched_inputs_are_not_packed():
         torch._dynamo.reset()
         assert relative_error(compiled(x), m(x)) < 1e-5
     assert len(merged) == 1
+
+
+@settings(max_examples=4)
+@given(outs=st.lists(st.integers(2, 24), min_size=2, max_size=3), d=st.integers(17, 40), rows=st.integers(1, 3),
+       pack=st.booleans(), bias=st.booleans(), seed=st.integers(0, 999))
+def test_one_row_linears_become_gemvs_and_match_eager(outs, d, rows, pack, bias, seed):
+    """With one row (a batch-1 decode), every linear (packed siblings merged first) becomes zoo::gemv; with more
+    rows none does. (Degenerate ones Inductor itself turns into elementwise ops, no mm left: K == 1, and on CPU N == 1
+    or an addmm with K, N <= 16.)"""
+    torch.manual_seed(seed)
+    torch._dynamo.reset()
+    m = Siblings(d, outs, bias=bias).eval()
+    x = torch.randn(1, rows, d)
+    gemvs = []
+    with torch.no_grad():
+        before = m(x)
+        if pack:
+            assert pack_linears(*m.lins)
+        compiled, merged = compiled_with_pass(m, gemvs)
+        out = compiled(x)
+    assert relative_error(out, before) < 1e-5
+    assert len(gemvs) == (0 if rows > 1 else 1 if pack else len(outs)), (gemvs, merged)

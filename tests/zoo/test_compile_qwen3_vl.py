@@ -68,6 +68,8 @@ def test_every_site_replaced_and_no_recompiles(models):
         assert counts["attention"] == 1, (name, counts)
         assert counts["rope"] == 1 and counts["rope_unpaired"] == 0, (name, counts)
         assert counts["linears"] == (0 if name == "vision" else 2), (name, counts)  # q/k/v, gate/up
+        # batch-1 decode: qkv, o, gate_up, down as one-row GEMVs; a prompt has rows per token
+        assert counts["gemv"] == (4 if name == "decode[b=1]" else 0), (name, counts)
         assert counts["attention_window"] == 1, (name, counts)  # windows (text), segments (vision)
         assert counts["masks_built"] == 0, (name, counts)
     assert {name for name, _ in report.per_graph} >= {"vision", "prefill[b=1]", "decode[b=1]"}
@@ -75,6 +77,7 @@ def test_every_site_replaced_and_no_recompiles(models):
     assert report.counts["attention"] == 1 and report.graph_breaks == 0
     every_layer = {f"layers.{i}" for i in range(text)} | {f"blocks.{i}" for i in range(vision)}
     assert set(report.sites["attention"]) == every_layer and set(report.sites["rope"]) == every_layer
+    assert set(report.sites["gemv"]) == {f"layers.{i}" for i in range(text)}
     assert all(report.sites[p][f"blocks.{i}"] == report.graphs["vision"] for p in ("attention", "rope")
                for i in range(vision)), report.sites
     text_report = str(report)
