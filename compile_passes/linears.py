@@ -100,9 +100,9 @@ def merge_sibling_mms(graph: torch.fx.Graph) -> list:
     order = {n: i for i, n in enumerate(graph.nodes)}
     groups = defaultdict(list)  # (input, weights' storage, biases' storage) -> [(mm, weight, bias)]
     for node in graph.nodes:
-        ops = _operands(node)
-        if ops is not None:
-            x, w, bias = ops
+        operands = _operands(node)
+        if operands is not None:
+            x, w, bias = operands
             groups[(_same_input(x), _storage(w), _storage(bias))].append((node, w, bias))
     sites = []
     for members in groups.values():
@@ -161,11 +161,11 @@ def one_row_gemvs(graph: torch.fx.Graph) -> list:
     tiles them as GEMMs: see kernels/gemv.py). Returns each replaced linear's layer site."""
     sites = []
     for node in list(graph.nodes):
-        ops = _one_row_linear(node)
-        if ops is None:
+        operands = _one_row_linear(node)
+        if operands is None:
             continue
         with graph.inserting_before(node):
-            y = _add(graph, torch.ops.zoo.gemv.default, ops, node)
+            y = _add(graph, torch.ops.zoo.gemv.default, operands, node)
         node.replace_all_uses_with(y)
         sites.append(site_of(node))
         wt = node.args[-1]

@@ -16,13 +16,15 @@ from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_file
 from zoo_ref.errors import InputError
 
 from .attention import attention_replacements
+from .epilogues import gelu_epilogue_replacements
 from .linears import merge_sibling_mms, one_row_gemvs
 from .patterns import record_call_sites, site_of
 from .rope import pair_qk, rope_replacements
 from .windows import attend_by_window, masks_left
 
 PASSES = {"attention": attention_replacements, "rope": rope_replacements,
-          "linears": lambda: []}  # not a pattern: merges mm's whose weights zoo packed, one-row GEMVs (linears.py)
+          # a GELU epilogue pattern; then (not patterns) merging mm's whose weights zoo packed, one-row GEMVs
+          "linears": gelu_epilogue_replacements}
 aten = torch.ops.aten
 _ROOT = Path(__file__).resolve().parents[1]
 _FILES = tuple(str(p) for p in [*sorted((_ROOT / "compile_passes").glob("*.py")), _ROOT / "zoo_ref/layers.py",
@@ -111,6 +113,8 @@ def _kernel_kind(node):
         return None
     if node.target is torch.ops.zoo.rotary.default:
         return "rope_unpaired"
+    if node.target is torch.ops.zoo.rope_pair.default:
+        return "rope"
     if "auto_functionalized" in str(node.target) and node.args and node.args[0] is torch.ops.zoo.rope_.default:
         return "rope"
     return None

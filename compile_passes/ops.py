@@ -29,6 +29,25 @@ def _rope_cuda(q, k, cos, sin):
     rope_triton(q, k, cos, sin)
 
 
+@torch.library.custom_op("zoo::rope_pair", mutates_args=())
+def rope_pair(q: Tensor, k: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
+    """zoo::rope_ out of place: (rotated q, rotated k) as new contiguous tensors, for q and k that are views into a
+    projection other views still read (the vision's qkv, Qwen2's packed q/k/v), which in place would be copied first."""
+    rq, rk = apply_rotary(q, k, cos, sin)
+    return rq.contiguous(), rk.contiguous()
+
+
+@rope_pair.register_fake
+def _(q, k, cos, sin):
+    return q.new_empty(q.shape), k.new_empty(k.shape)
+
+
+@rope_pair.register_kernel("cuda")
+def _rope_pair_cuda(q, k, cos, sin):
+    from .kernels.rope import rope_pair_triton
+    return rope_pair_triton(q, k, cos, sin)
+
+
 @torch.library.custom_op("zoo::rotary", mutates_args=())
 def rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Out-of-place RoPE of one tensor: the RoPE pass's match, before it pairs q with k into zoo::rope_."""
@@ -63,6 +82,24 @@ def _(x, w, bias):
 def _gemv_cuda(x, w, bias):
     from .kernels.gemv import gemv_triton
     return gemv_triton(x, w, bias)
+
+
+@torch.library.custom_op("zoo::linear_gelu_tanh", mutates_args=())
+def linear_gelu_tanh(x: Tensor, w: Tensor, bias: Tensor) -> Tensor:
+    """gelu(x @ w^T + bias, approximate="tanh") for x [M, K], w [N, K]: plain torch off CUDA."""
+    return torch.nn.functional.gelu(torch.nn.functional.linear(x, w, bias), approximate="tanh")
+
+
+@linear_gelu_tanh.register_fake
+def _(x, w, bias):
+    return x.new_empty(x.shape[0], w.shape[0])
+
+
+@linear_gelu_tanh.register_kernel("cuda")
+def _linear_gelu_tanh_cuda(x, w, bias):
+    # cuBLASLt's GELU epilogue (the tanh form, on the fp32 accumulator). Not used off CUDA: the CPU
+    # _addmm_activation applies the exact erf GELU instead.
+    return torch._addmm_activation(bias, x, w.t(), use_gelu=True)
 
 
 def _visible(x, mask):

@@ -4,8 +4,10 @@ zoo::rope_ per layer that rotates q and k in a single kernel.
 Step 1 (pattern): each `rotate(x, cos, sin)` becomes the functional marker op zoo::rotary.
 Step 2 (pairing): the two zoo::rotary calls of one layer with the same cos/sin (its q and its k) become one
 zoo::rope_, written functionalized (auto_functionalized), as functionalization would have; Inductor's
-reinplacing turns it into a true in-place call on q and k where they live. A rotation with no partner stays
-a zoo::rotary (still one fused kernel, out of place).
+reinplacing turns it into a true in-place call on q and k where they live. Where q or k is a view into a tensor
+other views still read (the vision's qkv projection), in place would cost a copy of that tensor first: such a pair
+becomes zoo::rope_pair, the same kernel writing new tensors. A rotation with no partner stays a zoo::rotary
+(still one fused kernel, out of place).
 """
 import operator
 from collections import defaultdict
@@ -38,6 +40,13 @@ def rope_replacements():
     return [Replacement("rope", rotate, _search, _replace, extra_check=_shapes_ok)]
 
 
+def _is_view(node) -> bool:
+    """A view into another tensor (unbind of the vision's qkv, a slice of Qwen2's packed q/k/v): its siblings are
+    usually still read, so Inductor would copy it before an in-place rotation."""
+    val = node.meta.get("val")
+    return isinstance(val, torch.Tensor) and val._is_view()
+
+
 def pair_qk(graph: torch.fx.Graph) -> int:
     """Fuse each layer's q and k zoo::rotary calls into one zoo::rope_. Returns the number of fused pairs."""
     groups = defaultdict(list)
@@ -50,13 +59,19 @@ def pair_qk(graph: torch.fx.Graph) -> int:
         if site == "-" and len(nodes) > 2:  # no layer information: pairing by order would be a guess
             continue
         for q_node, k_node in zip(nodes[0::2], nodes[1::2]):
+            q, k = q_node.args[0], k_node.args[0]
             with graph.inserting_after(k_node):
-                call = graph.call_function(auto_functionalized, (torch.ops.zoo.rope_.default,),
-                                           {"q": q_node.args[0], "k": k_node.args[0], "cos": cos, "sin": sin})
+                if _is_view(q) or _is_view(k):
+                    call = graph.call_function(torch.ops.zoo.rope_pair.default, (q, k, cos, sin))
+                    first = 0
+                else:
+                    call = graph.call_function(auto_functionalized, (torch.ops.zoo.rope_.default,),
+                                               {"q": q, "k": k, "cos": cos, "sin": sin})
+                    first = 1
                 call.meta.update({k: k_node.meta[k] for k in ("nn_module_stack", "stack_trace") if k in k_node.meta})
-                call.meta["val"] = (None, q_node.meta.get("val"), k_node.meta.get("val"))
-                q_out = graph.call_function(operator.getitem, (call, 1))
-                k_out = graph.call_function(operator.getitem, (call, 2))
+                call.meta["val"] = (None,) * first + (q_node.meta.get("val"), k_node.meta.get("val"))
+                q_out = graph.call_function(operator.getitem, (call, first))
+                k_out = graph.call_function(operator.getitem, (call, first + 1))
             for old, new in ((q_node, q_out), (k_node, k_out)):
                 new.meta.update({k: old.meta[k] for k in ("nn_module_stack", "stack_trace", "val") if k in old.meta})
                 old.replace_all_uses_with(new)

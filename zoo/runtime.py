@@ -73,6 +73,18 @@ def _(logits, top_k, top_p):
     return logits.new_empty(logits.shape[0], 1)
 
 
+def split_argmax(x, chunk: int = 1024):
+    """x.argmax(-1) for x [B, V] as two reductions: the maximum of each chunk of the row, then the first chunk holding
+    the row's maximum. The same index as torch (the first maximum; NaN counts as the maximum), but Inductor runs an
+    arg-reduction over a row in one program (it splits none): ~100 us for a 152k vocabulary on an H200."""
+    b, v = x.shape
+    n = -(-v // chunk)
+    x = nn.functional.pad(x, (0, n * chunk - v), value=float("-inf"))  # after every real entry: never first
+    values, where = x.view(b, n, chunk).max(-1)  # [B, n] each chunk's maximum and its first index
+    best = values.argmax(-1, keepdim=True)  # [B, 1]
+    return (best * chunk + where.gather(-1, best))[:, 0]
+
+
 class PromptSlots(nn.Module):
     """A static cache as a prompt written from slot 0 sees it: `update` writes the prompt's K/V and returns what its
     slots [0, T) now hold, i.e. the K/V themselves: prefill attention never touches the buffer (and a prompt as
@@ -164,7 +176,8 @@ class CompiledDecoder:
 
     def _sample_fn(self, logits, state):
         """The next tokens from the decode logits, and the step's state advanced."""
-        token = sample_next(logits, state.seen, params_of(state), state.step, self.banned, keep_threshold_op)
+        token = sample_next(logits, state.seen, params_of(state), state.step, self.banned, keep_threshold_op,
+                            split_argmax)
         state.seen.scatter_(1, token[:, None], True)
         state.tokens.copy_(token)
         state.positions.add_(1)

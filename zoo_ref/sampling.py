@@ -119,7 +119,10 @@ def keep_threshold(logits, top_k, top_p):
     k = torch.where(top_k > 0, top_k.clamp(max=v), v)
     kth = torch.where(rank[None, :] < k[:, None], sorted_logits, float("inf")).amin(-1, keepdim=True)
     sorted_logits = sorted_logits.masked_fill(sorted_logits < kth, float("-inf"))
-    probs = torch.softmax(sorted_logits, dim=-1)
+    # softmax of rows sorted in descending order, whose first entry is their maximum (written out: torch's softmax
+    # runs one thread block per row, 63 us for a 152k vocabulary on an H200, against a few us for these three)
+    probs = (sorted_logits - sorted_logits[:, :1]).exp()
+    probs = probs / probs.sum(-1, keepdim=True)
     keep = (((probs.cumsum(-1) - probs) < top_p[:, None]) | (top_p >= 1)[:, None]) & (sorted_logits > float("-inf"))
     keep[:, 0] = True  # the top token always stays (also when every logit is -inf)
     return torch.where(keep, sorted_logits, float("inf")).amin(-1, keepdim=True)
@@ -130,20 +133,26 @@ def filter_top_k_top_p(logits, top_k, top_p):
     return logits.masked_fill(logits < keep_threshold(logits, top_k, top_p), float("-inf"))
 
 
-def sample_next(logits, seen, params: SamplingParams, step, banned=None, threshold=keep_threshold):
+def last_argmax(x):
+    return x.argmax(-1)
+
+
+def sample_next(logits, seen, params: SamplingParams, step, banned=None, threshold=keep_threshold,
+                argmax=last_argmax):
     """logits [B, V]; seen bool [B, V]; step: the index of the token being chosen ([] or [B] long);
     banned: token ids never chosen ([n] long, or None). Returns next tokens [B] (long).
 
     Sampled rows take the Gumbel-max of the filtered, tempered logits with `uniform_noise` (an exact draw from
-    their softmax); greedy rows take the argmax after the repetition penalty. `threshold`: keep_threshold, or
-    the same computation run another way (zoo's decode graph runs it as an opaque op)."""
+    their softmax); greedy rows take the argmax after the repetition penalty. `threshold` / `argmax`: keep_threshold
+    and the argmax over the last dim, or the same computations run another way (zoo's decode graph runs the first
+    as an opaque op and the second as two reductions)."""
     logits = logits.float()
     if banned is not None and banned.numel():
         logits = logits.index_fill(-1, banned, float("-inf"))
     logits = apply_repetition_penalty(logits, seen, params.repetition_penalty)
-    greedy = logits.argmax(-1)
+    greedy = argmax(logits)
     tempered = logits / params.temperature[:, None]
     tempered = tempered.masked_fill(tempered < threshold(tempered, params.top_k, params.top_p), float("-inf"))
     gumbel = -torch.log(-torch.log(uniform_noise(params.seed, step, logits.shape[-1])))
-    sampled = (tempered + gumbel).argmax(-1)
+    sampled = argmax(tempered + gumbel)
     return torch.where(params.do_sample, sampled, greedy)

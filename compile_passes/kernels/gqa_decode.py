@@ -61,7 +61,7 @@ def _gqa_window_kernel(q_ptr, k_ptr, v_ptr, start_ptr, end_ptr, slot_ptr, o_ptr,
 
 
 def gqa_window_decode_triton(q, k, v, key_start, key_end, query_slots, scale, block_n=64, n_splits=None,
-                             min_span=128, window=0):
+                             min_span=128, window=0, programs_per_sm=8, num_warps=4, num_stages=2):
     """q [B, H, T, D], k/v [B, Hkv, S, D]; key_start/key_end [B], query_slots [T] (long) -> [B, H, T, D] with
     [B, T, H, D] memory (what the output projection reads). Query t of row b sees slots
     key_start[b] <= j <= query_slots[t] when key_start[b] <= query_slots[t] < key_end[b], else nothing (zeros);
@@ -76,7 +76,7 @@ def gqa_window_decode_triton(q, k, v, key_start, key_end, query_slots, scale, bl
     block_h = max(16, triton.next_power_of_2(n_rep))
     # Splits for the longest window, enough programs for ~8 per SM (one kv head and 64 keys each stream too few
     # bytes to hide latency): each split's share of its window is computed on the device.
-    _, n_splits = split_plan(s, block_n, b * t * hkv, q.device, n_splits, programs_per_sm=8)
+    _, n_splits = split_plan(s, block_n, b * t * hkv, q.device, n_splits, programs_per_sm=programs_per_sm)
     o = torch.empty(b * t, h, n_splits, bd, dtype=torch.float32, device=q.device)
     lse = torch.empty(b * t, h, n_splits, dtype=torch.float32, device=q.device)
     active = torch.empty(b * t, dtype=torch.int32, device=q.device)
@@ -84,7 +84,7 @@ def gqa_window_decode_triton(q, k, v, key_start, key_end, query_slots, scale, bl
         q, k, v, key_start, key_end, query_slots, o, lse, active, scale, window, q.stride(0), q.stride(1), q.stride(2),
         k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2), t, h, N_REP=n_rep, D=d, BD=bd,
         BLOCK_H=block_h, BLOCK_N=block_n, MIN_SPAN=max(block_n, min_span // block_n * block_n),
-        PRECISION="ieee" if q.dtype == torch.float32 else "tf32", num_warps=4, num_stages=2)
+        PRECISION="ieee" if q.dtype == torch.float32 else "tf32", num_warps=num_warps, num_stages=num_stages)
     out = torch.empty(b, t, h, d, dtype=q.dtype, device=q.device)
     merge_splits_into(out, o, lse, t, active)
     return out.transpose(1, 2)

@@ -14,7 +14,7 @@ from compile_passes.kernels.cache_write import cache_write_triton  # noqa: E402
 from compile_passes.kernels.gemv import gemv_triton  # noqa: E402
 from compile_passes.kernels.gqa_decode import gqa_window_decode_triton  # noqa: E402
 from compile_passes.kernels.mla_latent import mla_latent_triton  # noqa: E402
-from compile_passes.kernels.rope import rope_triton  # noqa: E402
+from compile_passes.kernels.rope import rope_pair_triton, rope_triton  # noqa: E402
 from zoo_ref.decoder import sliding_mask, window_mask  # noqa: E402
 from zoo_ref.deepseek.mla import attention_mask, latent_attention, token_slots  # noqa: E402
 from zoo_ref.layers import attention, rotate  # noqa: E402
@@ -26,8 +26,8 @@ def _rand(*shape, g):
 
 @settings(max_examples=15)
 @given(b=st.integers(1, 3), t=st.integers(1, 4), hq=st.sampled_from([1, 2, 4, 6]), hk=st.sampled_from([1, 2]),
-       d=st.sampled_from([4, 8, 16, 64]), strided=st.booleans(), seed=st.integers(0, 999))
-def test_rope_matches_zoo_ref_rotate(b, t, hq, hk, d, strided, seed):
+       d=st.sampled_from([4, 8, 16, 64]), strided=st.booleans(), out_of_place=st.booleans(), seed=st.integers(0, 999))
+def test_rope_matches_zoo_ref_rotate(b, t, hq, hk, d, strided, out_of_place, seed):
     g = torch.Generator().manual_seed(seed)
     if strided:  # q and k as views into one fused projection, like the vision qkv
         qkv = _rand(b, t, hq + hk + 1, d, g=g)
@@ -36,7 +36,14 @@ def test_rope_matches_zoo_ref_rotate(b, t, hq, hk, d, strided, seed):
         q, k = _rand(b, t, hq, d, g=g), _rand(b, t, hk, d, g=g)
     cos, sin = _rand(b, t, 1, d, g=g), _rand(b, t, 1, d, g=g)
     want_q, want_k = rotate(q, cos, sin), rotate(k, cos, sin)
-    rope_triton(q, k, cos, sin)
+    if out_of_place:  # zoo::rope_pair: new contiguous tensors, q and k untouched
+        before = q.clone(), k.clone()
+        q_out, k_out = rope_pair_triton(q, k, cos, sin)
+        assert q_out.is_contiguous() and k_out.is_contiguous()
+        assert torch.equal(q, before[0]) and torch.equal(k, before[1])
+        q, k = q_out, k_out
+    else:
+        rope_triton(q, k, cos, sin)
     torch.testing.assert_close(q, want_q, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(k, want_k, rtol=1e-5, atol=1e-5)
 
@@ -153,3 +160,17 @@ def test_kernels_take_per_row_vectors_as_broadcast_views():
     cache_write_triton(kv, pe, q_lat[:, :, 0], q_pe[:, :, 0], starts, lens)
     cache_write_triton(kv2, pe2, q_lat[:, :, 0], q_pe[:, :, 0], _broadcast(9, b), _broadcast(1, b))
     assert torch.equal(kv2, kv) and torch.equal(pe2, pe)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_linear_gelu_epilogue_is_the_tanh_gelu(dtype):
+    """zoo::linear_gelu_tanh (cuBLASLt's GELU epilogue on CUDA) == gelu(linear, tanh): the erf GELU differs by up to
+    ~5e-4, far above the fp32 tolerance (CPU's _addmm_activation computes the erf form: the op does not use it)."""
+    import compile_passes.ops  # noqa: F401
+    g = torch.Generator().manual_seed(0)
+    x, w, b = _rand(37, 64, g=g), _rand(96, 64, g=g) / 8, _rand(96, g=g)
+    x, w, b = x.to(dtype), w.to(dtype), b.to(dtype)
+    want = torch.nn.functional.gelu(torch.nn.functional.linear(x.float(), w.float(), b.float()), approximate="tanh")
+    got = torch.ops.zoo.linear_gelu_tanh(x, w, b)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(got.float(), want, rtol=tol, atol=tol)

@@ -70,6 +70,7 @@ def test_every_site_replaced_and_no_recompiles(models):
         assert counts["linears"] == (0 if name == "vision" else 2), (name, counts)  # q/k/v, gate/up
         # batch-1 decode: qkv, o, gate_up, down as one-row GEMVs; a prompt has rows per token
         assert counts["gemv"] == (4 if name == "decode[b=1]" else 0), (name, counts)
+        assert counts["gelu_epilogue"] == (name == "vision"), (name, counts)  # the vision MLP's fc1 + GELU (tanh)
         assert counts["attention_window"] == 1, (name, counts)  # windows (text), segments (vision)
         assert counts["masks_built"] == 0, (name, counts)
     assert {name for name, _ in report.per_graph} >= {"vision", "prefill[b=1]", "decode[b=1]"}
