@@ -175,6 +175,8 @@ def main(argv=None):
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--out", default="bench/out", help="where mla.json / mla.md / mla.png go")
     p.add_argument("--reference-only", action="store_true", help="skip zoo.compile (the issue-3 baseline)")
+    p.add_argument("--scenarios", default="", help="comma list of scenarios to run (default: all)")
+    p.add_argument("--methods", default="", help="comma list of methods to run, e.g. 'zoo absorb,hf' (default: all)")
     args = p.parse_args(argv)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     cfg_dict = TINY if args.tiny else json.loads(R1.read_text())
@@ -194,6 +196,10 @@ def main(argv=None):
     scenarios = {"prefill task": (prefill_task, rounds), "prefill batched": (prefill_batched, rounds),
                  "decode task": (decode_task, steps), "decode batched": (decode_batched, steps),
                  "decode task, lengths on GPU": (functools.partial(decode_task, lengths_on=device), steps)}
+    if args.scenarios:
+        scenarios = {k: v for k, v in scenarios.items() if k in args.scenarios.split(",")}
+    if args.methods:
+        methods = [m for m in methods if m.name in args.methods.split(",")]
     results = {}
     with torch.inference_mode():
         for (scenario, (fn, n)), m in tqdm([(s, m) for s in scenarios.items() for m in methods], desc="mla bench"):
