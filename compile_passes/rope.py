@@ -40,11 +40,19 @@ def rope_replacements():
     return [Replacement("rope", rotate, _search, _replace, extra_check=_shapes_ok)]
 
 
+aten = torch.ops.aten
+_VIEW_OPS = {aten.view.default, aten._unsafe_view.default, aten.select.int, aten.slice.Tensor, aten.unbind.int,
+             aten.split.Tensor, aten.split_with_sizes.default, aten.permute.default, aten.transpose.int, aten.t.default,
+             aten.unsqueeze.default, aten.squeeze.dim, aten.expand.default, aten.as_strided.default, aten.alias.default}
+
+
 def _is_view(node) -> bool:
-    """A view into another tensor (unbind of the vision's qkv, a slice of Qwen2's packed q/k/v): its siblings are
-    usually still read, so Inductor would copy it before an in-place rotation."""
-    val = node.meta.get("val")
-    return isinstance(val, torch.Tensor) and val._is_view()
+    """Made by a view op (unbind of the vision's qkv, a slice of Qwen2's packed q/k/v): its siblings are usually
+    still read, and an in-place rotation would make Inductor copy the whole base first. (Read from the graph: the
+    fake values of a functionalized graph do not record that they are views.)"""
+    if node.op == "call_function" and node.target is operator.getitem:  # one output of unbind / split
+        node = node.args[0]
+    return node.op == "call_function" and node.target in _VIEW_OPS
 
 
 def pair_qk(graph: torch.fx.Graph) -> int:
