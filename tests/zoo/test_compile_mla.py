@@ -180,3 +180,23 @@ def test_nan_in_slots_beyond_the_call_is_never_read(models, mode):
     with torch.no_grad():
         ref = mla(x[:, :1], ref_cache, start + lens, one, mode=mode)
     assert torch.isfinite(out).all() and relative_error(out, ref) < 1e-4
+
+
+def test_batch_one_decode_runs_its_linears_as_gemvs():
+    """A model compiled for batch-1 decode (the seed's decode task): every linear of the step is one row, so the
+    linears pass runs each as zoo::gemv; the chained steps still equal the reference."""
+    mla = randomize_(MLA(MLAConfig.from_dict(CONFIG)), seed=3).to(DEVICE).eval()
+    compiled = zoo.compile(mla)
+    cache, ref_cache = mla.new_cache(1, MAX_LEN), mla.new_cache(1, MAX_LEN)
+    g = torch.Generator().manual_seed(4)
+    x = torch.rand(1, 1, CONFIG["hidden_size"], generator=g).to(DEVICE)
+    out = ref = x
+    for pos in range(5):
+        start = torch.tensor([pos])
+        with torch.no_grad():
+            ref = mla(ref.contiguous(), ref_cache, start)
+        out = compiled(out.contiguous(), cache, start)
+        assert relative_error(out, ref) < 1e-4, pos
+    (name, counts), = zoo.explain(compiled).per_graph
+    # q_a + kv_a (packed, one GEMV), q_b, o_proj; absorbed attention's kv_b products are einsums, not linears
+    assert name == "mla[absorb, decode]" and counts["gemv"] == 3 and counts["linears"] == 1, (name, counts)
