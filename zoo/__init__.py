@@ -15,7 +15,8 @@ def compile(model, max_batch_size=8, max_seq_len=2048, dtype=None, cuda_graphs=T
     """Compile a zoo_ref model: same call interface and outputs, fused attention and RoPE, static caches,
     CUDA-graph decode on GPU. dtype: cast a copy of the model (otherwise the model is used as is).
     passes: "attention", "rope", "linears" (the last packs sibling weights, e.g. q/k/v, into one buffer in
-    place: the parameters become views of it, their values and the model's results unchanged).
+    place: the parameters become views of it, their values and the model's results unchanged; it also runs
+    one-row linears as a GEMV and a tanh GELU after a linear in the matmul's epilogue).
     cache_dir: where compiled graphs persist across processes (None: $ZOO_CACHE_DIR or ~/.cache/zoo; False: off).
     encoder_cache_mb: Qwen3-VL's vision features kept by image content (default 256 MB; 0: off).
     Nothing process-wide changes: Dynamo and Inductor settings apply to zoo's own compiles only."""
