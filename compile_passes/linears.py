@@ -23,14 +23,19 @@ from .patterns import site_of
 aten = torch.ops.aten
 
 
-def _weight(node):
-    """mm's second operand when it is permute(w, [1, 0]) of a graph input w: [N, K] row-major -> w, else None."""
+def _transposed(node):
+    """w when node is permute(w, [1, 0]) or t(w) (how a linear hands its weight to mm), else None."""
     if node.op != "call_function" or node.target not in (aten.permute.default, aten.t.default):
         return None
     if node.target is aten.permute.default and list(node.args[1]) != [1, 0]:
         return None
-    w = node.args[0]
-    v = w.meta.get("val") if w.op == "placeholder" else None
+    return node.args[0]
+
+
+def _weight(node):
+    """mm's second operand when it is permute(w, [1, 0]) of a graph input w: [N, K] row-major -> w, else None."""
+    w = _transposed(node)
+    v = w.meta.get("val") if w is not None and w.op == "placeholder" else None
     if v is None or v.dim() != 2 or v.stride() != (v.shape[1], 1):
         return None
     return w
@@ -141,12 +146,10 @@ def _one_row_linear(node):
     if node.op != "call_function" or node.target not in (aten.mm.default, aten.addmm.default) or node.kwargs:
         return None
     bias, x, wt = (None, *node.args) if node.target is aten.mm.default else node.args
-    if wt.op != "call_function" or wt.target not in (aten.permute.default, aten.t.default):
+    w = _transposed(wt)
+    if w is None:
         return None
-    if wt.target is aten.permute.default and list(wt.args[1]) != [1, 0]:
-        return None
-    w, xv = wt.args[0], x.meta.get("val")
-    wv, bv = w.meta.get("val"), None if bias is None else bias.meta.get("val")
+    xv, wv, bv = x.meta.get("val"), w.meta.get("val"), None if bias is None else bias.meta.get("val")
     if xv is None or wv is None or xv.dim() != 2 or wv.dim() != 2 or wv.stride(1) != 1:
         return None
     if not (isinstance(xv.shape[0], int) and xv.shape[0] == 1) or xv.dtype != wv.dtype:

@@ -33,9 +33,9 @@ def _gemv_kernel(x_ptr, w_ptr, b_ptr, y_ptr, N, K, w_n, HAS_BIAS: tl.constexpr, 
     tl.store(y_ptr + n, y.to(y_ptr.dtype.element_ty), mask=n < N)
 
 
-def gemv_blocks(n: int, k: int):
-    """(BLOCK_N, BLOCK_K, num_warps) for an [N, K] weight: 2 x 1024 with 4 warps was the best or within 0.2 us of it
-    for every decode shape of the H200 sweep (qkv, o, gate/up, down, lm_head, MLA's q_a/kv_a)."""
+def gemv_blocks(k: int):
+    """(BLOCK_N, BLOCK_K, num_warps) for a weight of K columns: 2 x 1024 with 4 warps was the best or within 0.2 us
+    of it for every decode shape of the H200 sweep (qkv, o, gate/up, down, lm_head, MLA's q_a/kv_a)."""
     return 2, min(1024, triton.next_power_of_2(k)), 4
 
 
@@ -45,7 +45,7 @@ def gemv_triton(x, w, bias=None, blocks=None):
     assert x.shape == (1, k) and w.stride(1) == 1
     x = x.contiguous()
     y = torch.empty(1, n, dtype=x.dtype, device=x.device)
-    block_n, block_k, warps = blocks or gemv_blocks(n, k)
+    block_n, block_k, warps = blocks or gemv_blocks(k)
     _gemv_kernel[(triton.cdiv(n, block_n),)](
         x, w, y if bias is None else bias, y, n, k, w.stride(0), HAS_BIAS=bias is not None,
         EVEN=n % block_n == 0 and k % block_k == 0, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps)

@@ -1,7 +1,6 @@
 """RoPE for q and k in one launch: one program per token, all heads of q and k. In place (q and k overwritten), or
 into new contiguous tensors when q and k are views into a projection that other views still read (rotating those
 in place would make Inductor copy them first)."""
-import torch
 import triton
 import triton.language as tl
 
@@ -77,7 +76,6 @@ def rope_triton(q, k, cos, sin, q_out=None, k_out=None):
 
 def rope_pair_triton(q, k, cos, sin):
     """(rotated q, rotated k) as new contiguous tensors; q and k are only read."""
-    q_out, k_out = torch.empty(q.shape, dtype=q.dtype, device=q.device), torch.empty(k.shape, dtype=k.dtype,
-                                                                                      device=k.device)
+    q_out, k_out = q.new_empty(q.shape), k.new_empty(k.shape)  # contiguous, as zoo::rope_pair's fake says
     rope_triton(q, k, cos, sin, q_out, k_out)
     return q_out, k_out
