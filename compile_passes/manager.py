@@ -17,6 +17,7 @@ from zoo_ref.errors import InputError
 
 from .attention import attention_replacements
 from .epilogues import gelu_epilogue_replacements
+from .gemv_fusion import drop_dead_views, fold_residuals, gemv_fusion_replacements
 from .linears import merge_sibling_mms, one_row_gemvs
 from .patterns import record_call_sites, site_of
 from .rope import pair_qk, rope_replacements
@@ -38,6 +39,8 @@ class ZooPassManager(CustomGraphPass):
             raise InputError(f"unknown pass(es) {sorted(unknown)}; available: {sorted(PASSES)}")
         self.names = tuple(passes)
         self.replacements = [r for name in self.names for r in PASSES[name]()]
+        # after the one-row GEMVs exist: their RMSNorm / SwiGLU prologues
+        self.gemv_fusions = gemv_fusion_replacements() if "linears" in self.names else []
         self.log = []  # one entry per graph this manager ran on: (graph name, {pass name: sites replaced})
         self.current = "?"  # name of the graph being compiled (set by zoo.compiler)
         self.sites = Counter()  # (replacement name, layer site) -> count
@@ -72,6 +75,14 @@ class ZooPassManager(CustomGraphPass):
             gemvs = one_row_gemvs(graph)
             counts["gemv"] = len(gemvs)
             self.sites.update(("gemv", site) for site in gemvs)
+            if gemvs:
+                drop_dead_views(graph)
+                for rep in self.gemv_fusions:
+                    counts[rep.name] = counts.get(rep.name, 0) + rep.apply(graph)
+                    self.sites.update((rep.name, site) for site in rep.replaced_sites)
+                residuals = fold_residuals(graph)
+                counts["gemv_residual"] = len(residuals)
+                self.sites.update(("gemv_residual", site) for site in residuals)
         self.log.append((self.current, counts))
 
     def checkpoint(self):
@@ -86,7 +97,7 @@ class ZooPassManager(CustomGraphPass):
     def uuid(self):
         h = hashlib.sha256(get_hash_for_files(_FILES))
         h.update("|".join(self.names).encode())
-        for rep in self.replacements:
+        for rep in self.replacements + self.gemv_fusions:
             h.update(repr(sorted(map(str, rep.keys))).encode())
         return h.hexdigest()
 

@@ -12,7 +12,9 @@ import torch
 from torch import Tensor
 
 from zoo_ref.deepseek.mla import token_slots, write_cache
-from zoo_ref.layers import apply_rotary, rotate
+from zoo_ref.layers import activation, apply_rotary, rms_normalize, rotate
+
+silu = activation("silu")
 
 
 @torch.library.custom_op("zoo::rope_", mutates_args=("q", "k"))
@@ -82,6 +84,29 @@ def _(x, w, bias):
 def _gemv_cuda(x, w, bias):
     from .kernels.gemv import gemv_triton
     return gemv_triton(x, w, bias)
+
+
+@torch.library.custom_op("zoo::gemv_fused", mutates_args=())
+def gemv_fused(x: Tensor, w: Tensor, bias: Optional[Tensor], gate: Optional[Tensor], norm: Optional[Tensor],
+               eps: float, residual: Optional[Tensor]) -> Tensor:
+    """zoo::gemv with its neighbours in the decoder layer folded in (x, gate [1, K]; norm [K]; residual [1, N]):
+    residual + linear(RMSNorm_norm(silu(gate) * x)) where each part is there only if its operand is given."""
+    u = x if gate is None else silu(gate) * x
+    if norm is not None:
+        u = norm * rms_normalize(u, eps)
+    y = torch.nn.functional.linear(u, w, bias)
+    return y if residual is None else residual + y
+
+
+@gemv_fused.register_fake
+def _(x, w, bias, gate, norm, eps, residual):
+    return x.new_empty(1, w.shape[0])
+
+
+@gemv_fused.register_kernel("cuda")
+def _gemv_fused_cuda(x, w, bias, gate, norm, eps, residual):
+    from .kernels.gemv import gemv_triton
+    return gemv_triton(x, w, bias, gate=gate, norm=norm, eps=eps, residual=residual)
 
 
 @torch.library.custom_op("zoo::linear_gelu_tanh", mutates_args=())

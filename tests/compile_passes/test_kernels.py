@@ -15,6 +15,7 @@ from compile_passes.kernels.gemv import gemv_triton  # noqa: E402
 from compile_passes.kernels.gqa_decode import gqa_window_decode_triton  # noqa: E402
 from compile_passes.kernels.mla_latent import mla_latent_triton  # noqa: E402
 from compile_passes.kernels.rope import rope_pair_triton, rope_triton  # noqa: E402
+import compile_passes.ops  # noqa: E402,F401  (zoo::gemv_fused: its CPU body is the reference)
 from zoo_ref.decoder import sliding_mask, window_mask  # noqa: E402
 from zoo_ref.deepseek.mla import attention_mask, latent_attention, token_slots  # noqa: E402
 from zoo_ref.layers import attention, rotate  # noqa: E402
@@ -60,6 +61,25 @@ def test_gemv_matches_linear(n, k, bias, strided, blocks, seed):
     b = _rand(n, g=g) if bias else None
     torch.testing.assert_close(gemv_triton(x, w, b, blocks=blocks), torch.nn.functional.linear(x, w, b),
                                rtol=1e-5, atol=1e-4)
+
+
+@settings(max_examples=20)
+@given(n=st.integers(1, 300), k=st.integers(1, 2100), bias=st.booleans(), gate=st.booleans(), norm=st.booleans(),
+       residual=st.booleans(), blocks=st.sampled_from([None, (1, 16, 1), (4, 64, 2)]), seed=st.integers(0, 999))
+def test_gemv_fused_matches_its_torch_body(n, k, bias, gate, norm, residual, blocks, seed):
+    """The GEMV with its prologues (silu(gate) * x, RMSNorm) and residual epilogue == zoo::gemv_fused's CPU body
+    (zoo_ref's RMSNorm and SiLU), every combination, uneven sizes."""
+    g = torch.Generator().manual_seed(seed)
+    x, w = _rand(1, k, g=g), _rand(n, k, g=g)
+    b = _rand(n, g=g) if bias else None
+    a = _rand(1, k, g=g) if gate else None
+    nw = _rand(k, g=g) if norm else None
+    r = _rand(1, n, g=g) if residual else None
+    eps = 1e-6
+    cpu = [t if t is None else t.cpu() for t in (x, w, b, a, nw, r)]
+    want = torch.ops.zoo.gemv_fused(*cpu[:5], eps, cpu[5])
+    got = gemv_triton(x, w, b, blocks=blocks, gate=a, norm=nw, eps=eps, residual=r)
+    torch.testing.assert_close(got.cpu(), want, rtol=1e-5, atol=1e-4)
 
 
 @settings(max_examples=20)

@@ -70,6 +70,9 @@ def test_every_site_replaced_and_no_recompiles(models):
         assert counts["linears"] == (0 if name == "vision" else 2), (name, counts)  # q/k/v, gate/up
         # batch-1 decode: qkv, o, gate_up, down as one-row GEMVs; a prompt has rows per token
         assert counts["gemv"] == (4 if name == "decode[b=1]" else 0), (name, counts)
+        # ... with the input and post-attention norms, the SwiGLU product and both residual adds folded in
+        folded = [counts.get(k, 0) for k in ("gemv_norm", "gemv_swiglu", "gemv_residual")]
+        assert folded == ([2, 1, 2] if name == "decode[b=1]" else [0, 0, 0]), (name, counts)
         assert counts["gelu_epilogue"] == (name == "vision"), (name, counts)  # the vision MLP's fc1 + GELU (tanh)
         assert counts["attention_window"] == 1, (name, counts)  # windows (text), segments (vision)
         assert counts["masks_built"] == 0, (name, counts)
@@ -78,7 +81,8 @@ def test_every_site_replaced_and_no_recompiles(models):
     assert report.counts["attention"] == 1 and report.graph_breaks == 0
     every_layer = {f"layers.{i}" for i in range(text)} | {f"blocks.{i}" for i in range(vision)}
     assert set(report.sites["attention"]) == every_layer and set(report.sites["rope"]) == every_layer
-    assert set(report.sites["gemv"]) == {f"layers.{i}" for i in range(text)}
+    for kind in ("gemv", "gemv_norm", "gemv_swiglu", "gemv_residual"):
+        assert set(report.sites[kind]) == {f"layers.{i}" for i in range(text)}, (kind, report.sites[kind])
     assert all(report.sites[p][f"blocks.{i}"] == report.graphs["vision"] for p in ("attention", "rope")
                for i in range(vision)), report.sites
     text_report = str(report)
