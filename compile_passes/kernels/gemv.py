@@ -86,5 +86,6 @@ def gemv_triton(x, w, bias=None, blocks=None, gate=None, norm=None, eps=0.0, res
         x, unused if gate is None else _row(gate, k), unused if norm is None else _row(norm, k), w,
         unused if bias is None else bias, unused if residual is None else _row(residual, n), y, n, k, w.stride(0),
         float(eps), HAS_GATE=gate is not None, HAS_NORM=norm is not None, HAS_BIAS=bias is not None,
-        HAS_RES=residual is not None, EVEN=n % block_n == 0 and k % block_k == 0, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps)
+        HAS_RES=residual is not None, EVEN=n % block_n == 0 and k % block_k == 0, BLOCK_N=block_n, BLOCK_K=block_k,
+        num_warps=warps)
     return y

@@ -10,12 +10,12 @@ from hypothesis import strategies as st
 triton = pytest.importorskip("triton")
 DEVICE = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda"  # interpreter set in conftest.py
 
+import compile_passes.ops  # noqa: E402,F401  (zoo::gemv_fused: its CPU body is the reference)
 from compile_passes.kernels.cache_write import cache_write_triton  # noqa: E402
 from compile_passes.kernels.gemv import gemv_triton  # noqa: E402
 from compile_passes.kernels.gqa_decode import gqa_window_decode_triton  # noqa: E402
 from compile_passes.kernels.mla_latent import mla_latent_triton  # noqa: E402
 from compile_passes.kernels.rope import rope_pair_triton, rope_triton  # noqa: E402
-import compile_passes.ops  # noqa: E402,F401  (zoo::gemv_fused: its CPU body is the reference)
 from zoo_ref.decoder import sliding_mask, window_mask  # noqa: E402
 from zoo_ref.deepseek.mla import attention_mask, latent_attention, token_slots  # noqa: E402
 from zoo_ref.layers import attention, rotate  # noqa: E402
@@ -186,7 +186,6 @@ def test_kernels_take_per_row_vectors_as_broadcast_views():
 def test_linear_gelu_epilogue_is_the_tanh_gelu(dtype):
     """zoo::linear_gelu_tanh (cuBLASLt's GELU epilogue on CUDA) == gelu(linear, tanh): the erf GELU differs by up to
     ~5e-4, far above the fp32 tolerance (CPU's _addmm_activation computes the erf form: the op does not use it)."""
-    import compile_passes.ops  # noqa: F401
     g = torch.Generator().manual_seed(0)
     x, w, b = _rand(37, 64, g=g), _rand(96, 64, g=g) / 8, _rand(96, g=g)
     x, w, b = x.to(dtype), w.to(dtype), b.to(dtype)
