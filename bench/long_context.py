@@ -63,9 +63,22 @@ def fresh_generate(compiled, ids, n):
     return compiled.generate(ids, max_new_tokens=n, eos_token_id=[])
 
 
-def decode_rate(run, n, device):
-    t1, tn = timed(lambda: run(1), device), timed(lambda: run(n), device)
+def decode_rate(run, n, device, repeat=3):
+    t1, tn = timed(lambda: run(1), device, repeat), timed(lambda: run(n), device, repeat)
     return (n - 1) / max(tn - t1, 1e-9), t1
+
+
+def step_ms(compiled, ids, device, n=50):
+    """One decode step alone at len(ids) tokens of context: the batch-1 decode graph replayed (each replay appends
+    a token, so n replays run at context t .. t + n). No host work, no prefill in the timing."""
+    fresh_generate(compiled, ids, 2)
+    graph = compiled.graphs.graphs[("decode", 1, False)][0]  # greedy, batch bucket 1
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        graph.replay()
+    sync(device)
+    return (time.perf_counter() - t0) / n * 1e3
 
 
 def profile_ttft(fn, size, device):
@@ -142,9 +155,11 @@ def main(argv=None):
                     row["floor"] = prefill_floor(t)
                     row["zoo % of floor"] = 100 * row["floor"] / row["zoo"]
                 results[f"prefill {t} tokens, TTFT (ms)"] = row
-                rate, _ = decode_rate(functools.partial(fresh_generate, c, ids), n_new // 2,
-                                      device)
+                # a long prefill in both timings: more steps and repeats, or its run-to-run noise swamps the decode
+                rate, _ = decode_rate(functools.partial(fresh_generate, c, ids), n_new, device, repeat=7)
                 row = {"zoo": rate}
+                if c.cuda_graphs:
+                    row["zoo step replay (ms)"] = step_ms(c, ids, device)
                 if decode_floor:
                     row["floor"] = decode_floor(t)
                     row["zoo % of floor"] = 100 * rate / row["floor"]

@@ -62,7 +62,7 @@ def main():
         if "qwen" in what:
             ids = torch.randint(10, 1000, (1, 128), device=dev)
             compiled.generate(ids, max_new_tokens=4, eos_token_id=[])
-            graph, _ = compiled.graphs.graphs[1]  # the decode step's graph (batch bucket 1)
+            graph, _ = compiled.graphs.graphs[("decode", 1, False)]  # the greedy decode step's graph (batch bucket 1)
             per_token = wall(lambda: compiled.generate(ids, max_new_tokens=64, eos_token_id=[]), 2) / 64
             print(f"decode replay wall {wall(graph.replay, 50):.3f} ms/step; generate(64) {per_token:.3f} ms/token")
             top_kernels(graph.replay, 10, "qwen decode step (batch 1, CUDA graph)", rows=args.rows)

@@ -174,10 +174,10 @@ class CompiledDecoder:
         sample(logits, state)
         return logits
 
-    def _sample_fn(self, logits, state):
+    def _sample_fn(self, logits, state, any_sampled=True):
         """The next tokens from the decode logits, and the step's state advanced."""
         token = sample_next(logits, state.seen, params_of(state), state.step, self.banned, keep_threshold_op,
-                            split_argmax)
+                            split_argmax, any_sampled)
         state.seen.scatter_(1, token[:, None], True)
         state.tokens.copy_(token)
         state.positions.add_(1)
@@ -290,12 +290,17 @@ class CompiledDecoder:
         """[(start, end, content key)] of the vision items in a one-row prompt (none in text models)."""
         return []
 
-    def _decoder(self, bucket):
-        if bucket not in self._decoders:
-            sample = self.compiler(self._sample_fn, f"sample[b={bucket}]")
-            self._decoders[bucket] = functools.partial(self._decode_fn, self._regions("decode", bucket), sample)
+    def _decoder(self, bucket, any_sampled=True):
+        """The decode step of a batch bucket. A call whose rows are all greedy gets a step of its own without the
+        sampling branch (no top-k/top-p sort of the vocabulary): two steps per bucket at most, whatever the settings."""
+        key = (bucket, any_sampled)
+        if key not in self._decoders:
+            fn = self._sample_fn if any_sampled else functools.partial(self._sample_fn, any_sampled=False)
+            sample = self.compiler(fn, f"{'sample' if any_sampled else 'greedy'}[b={bucket}]")
+            self._decoders[key] = functools.partial(self._decode_fn, self._regions("decode", bucket), sample)
+        if bucket not in self.states:
             self.states[bucket] = decode_state(bucket, self.max_len, self.text.vocab_size, self.device)
-        return self._decoders[bucket]
+        return self._decoders[key]
 
     # ------------------------------------------------------------------ public API
     @torch.no_grad()
@@ -335,7 +340,8 @@ class CompiledDecoder:
             logits = self._last_logits("prefill", self._prefill(bucket, False, p.padded), self.prompt_caches[bucket],
                                        p, 0)
         self.prefix.count(reuse, t - reuse)
-        step = self._decoder(bucket)
+        any_sampled = bool(params.do_sample.any())
+        step = self._decoder(bucket, any_sampled)
 
         state = self.states[bucket]
         state.key_start.copy_(p.key_start)
@@ -351,7 +357,7 @@ class CompiledDecoder:
         state.step.fill_(1)
 
         caches = self.caches[bucket]
-        run = (lambda: self.graphs.run(bucket, step, caches, state)) if self.cuda_graphs \
+        run = (lambda: self.graphs.run(("decode", bucket, any_sampled), step, caches, state)) if self.cuda_graphs \
             else (lambda: step(caches, state))
         all_logits, fed = [logits[:b]], []
 

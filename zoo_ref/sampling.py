@@ -138,19 +138,22 @@ def last_argmax(x):
 
 
 def sample_next(logits, seen, params: SamplingParams, step, banned=None, threshold=keep_threshold,
-                argmax=last_argmax):
+                argmax=last_argmax, any_sampled=True):
     """logits [B, V]; seen bool [B, V]; step: the index of the token being chosen ([] or [B] long);
     banned: token ids never chosen ([n] long, or None). Returns next tokens [B] (long).
 
     Sampled rows take the Gumbel-max of the filtered, tempered logits with `uniform_noise` (an exact draw from
     their softmax); greedy rows take the argmax after the repetition penalty. `threshold` / `argmax`: keep_threshold
     and the argmax over the last dim, or the same computations run another way (zoo's decode graph runs the first
-    as an opaque op and the second as two reductions)."""
+    as an opaque op and the second as two reductions). any_sampled=False: the caller knows no row samples, so the
+    sampled branch, which torch.where would discard, is not computed (a top-k/top-p sort of the vocabulary)."""
     logits = logits.float()
     if banned is not None and banned.numel():
         logits = logits.index_fill(-1, banned, float("-inf"))
     logits = apply_repetition_penalty(logits, seen, params.repetition_penalty)
     greedy = argmax(logits)
+    if not any_sampled:
+        return greedy
     tempered = logits / params.temperature[:, None]
     tempered = tempered.masked_fill(tempered < threshold(tempered, params.top_k, params.top_p), float("-inf"))
     gumbel = -torch.log(-torch.log(uniform_noise(params.seed, step, logits.shape[-1])))

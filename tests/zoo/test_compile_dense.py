@@ -76,7 +76,7 @@ def test_every_site_replaced_and_prompt_lengths_share_one_graph(models):
     assert all(n == 1 for n in report.graphs.values()), report.graphs
     layers = model.config.num_hidden_layers
     for name, counts in report.per_graph:
-        if name.startswith("sample["):  # the decode's sampling: no layer in it
+        if name.startswith(("sample[", "greedy[")):  # the decode's sampling: no layer in it
             assert name not in report.regions and counts["attention"] == counts["linears"] == 0, (name, counts)
             continue
         # a region: one layer's graph, run for every layer
@@ -103,6 +103,8 @@ def test_50_sampling_settings_one_decode_graph_and_draws_equal_the_reference(mod
             assert torch.equal(got, model.generate(ids, **kw)), i
     graphs = zoo.explain(compiled).graphs
     assert graphs[f"decode[b={BATCH}]"] == 1 and graphs[f"prefill[b={BATCH}]"] == 1, graphs
+    # greedy calls (every fifth) select without the sampling branch: one graph of each kind
+    assert graphs[f"sample[b={BATCH}]"] == 1 and graphs[f"greedy[b={BATCH}]"] == 1, graphs
 
 
 def test_mixed_batch_and_seeds(models):
@@ -223,7 +225,7 @@ def test_sliding_window_layers_equal_the_reference_and_attend_by_their_window():
         held = torch.cat([follow, tokens], 1)
     report = zoo.explain(compiled)
     for name, counts in report.per_graph:
-        if name.startswith("sample["):
+        if name.startswith(("sample[", "greedy[")):
             continue
         # the full layer's region and the sliding layer's (window=3): each attends by its window, no mask built
         assert counts["attention_window"] == 1 and counts["masks_built"] == 0, (name, counts)

@@ -63,6 +63,22 @@ def test_greedy_rows_ignore_noise_and_sampled_rows_follow_their_seed():
     assert sample_next(logits, seen, params, torch.tensor(0), banned)[0] != banned[0]
 
 
+@settings(max_examples=30)
+@given(seed=st.integers(0, 2 ** 16), batch=st.integers(1, 4), vocab=st.integers(2, 60), top_k=st.integers(0, 8),
+       penalty=st.sampled_from([1.0, 1.3, 0.7]), ban=st.booleans())
+def test_all_greedy_rows_skip_the_sampled_branch_with_the_same_tokens(seed, batch, vocab, top_k, penalty, ban):
+    """any_sampled=False (what zoo's greedy decode step passes when no row samples) returns what the full selection
+    returns for greedy rows, penalty and banned tokens included; the filters and the noise play no part."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(batch, vocab, generator=g) * 3
+    seen = torch.rand(batch, vocab, generator=g) < 0.3
+    params = sampling_params(batch, do_sample=False, top_k=top_k, top_p=0.5, repetition_penalty=penalty, seed=seed)
+    banned = torch.tensor([int(logits[0].argmax())]) if ban else None
+    step = torch.tensor(seed % 7)
+    want = sample_next(logits, seen, params, step, banned)
+    assert torch.equal(sample_next(logits, seen, params, step, banned, any_sampled=False), want)
+
+
 def test_noise_is_uniform_and_draws_follow_the_softmax():
     u = uniform_noise(torch.arange(64), torch.tensor(3), 4096)
     assert 0 < u.min() and u.max() < 1 and abs(u.mean().item() - 0.5) < 0.01
