@@ -63,7 +63,8 @@ class ZooPassManager(CustomGraphPass):
         counts["masks_built"] = masks_left(graph)  # window masks still materialized (0 once attention ran)
         if "rope" in self.names:
             counts["rope"] = pair_qk(graph)  # q+k pairs fused into one in-place kernel
-            counts["rope_unpaired"] = sum(n.target is torch.ops.zoo.rotary.default for n in graph.nodes)
+            counts["rope_unpaired"] = sum(n.target in (torch.ops.zoo.rotary.default, torch.ops.zoo.norm_rotary.default)
+                                          for n in graph.nodes)
             for node in graph.nodes:
                 kind = _kernel_kind(node)
                 if kind in ("rope", "rope_unpaired"):
@@ -122,9 +123,9 @@ def _kernel_kind(node):
     """Which pass put this node there (None for everything else)."""
     if node.op != "call_function":
         return None
-    if node.target is torch.ops.zoo.rotary.default:
+    if node.target in (torch.ops.zoo.rotary.default, torch.ops.zoo.norm_rotary.default):
         return "rope_unpaired"
-    if node.target is torch.ops.zoo.rope_pair.default:
+    if node.target in (torch.ops.zoo.rope_pair.default, torch.ops.zoo.norm_rope_pair.default):
         return "rope"
     if "auto_functionalized" in str(node.target) and node.args and node.args[0] is torch.ops.zoo.rope_.default:
         return "rope"

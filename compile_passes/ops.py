@@ -6,13 +6,14 @@ TRITON_INTERPRET=1).
 """
 import functools
 import inspect
+from types import SimpleNamespace
 from typing import Optional
 
 import torch
 from torch import Tensor
 
 from zoo_ref.deepseek.mla import token_slots, write_cache
-from zoo_ref.layers import activation, apply_rotary, rms_normalize, rotate
+from zoo_ref.layers import RMSNorm, activation, apply_rotary, rms_normalize, rotate
 
 silu = activation("silu")
 
@@ -48,6 +49,49 @@ def _(q, k, cos, sin):
 def _rope_pair_cuda(q, k, cos, sin):
     from .kernels.rope import rope_pair_triton
     return rope_pair_triton(q, k, cos, sin)
+
+
+def _normed(x, w, eps):
+    """zoo_ref's RMSNorm.forward with weight w (per head: x [..., H, D], w [D])."""
+    return RMSNorm.forward(SimpleNamespace(weight=w, eps=eps), x)
+
+
+@torch.library.custom_op("zoo::norm_rope_pair", mutates_args=())
+def norm_rope_pair(q: Tensor, k: Tensor, q_weight: Tensor, k_weight: Tensor, eps: float, cos: Tensor,
+                   sin: Tensor) -> tuple[Tensor, Tensor]:
+    """zoo::rope_pair of q and k RMSNorm'ed per head first (Qwen3's q_norm / k_norm), as new contiguous tensors."""
+    rq, rk = apply_rotary(_normed(q, q_weight, eps), _normed(k, k_weight, eps), cos, sin)
+    return rq.contiguous(), rk.contiguous()
+
+
+@norm_rope_pair.register_fake
+def _(q, k, q_weight, k_weight, eps, cos, sin):
+    return q.new_empty(q.shape), k.new_empty(k.shape)
+
+
+@norm_rope_pair.register_kernel("cuda")
+def _norm_rope_pair_cuda(q, k, q_weight, k_weight, eps, cos, sin):
+    from .kernels.rope import rope_pair_triton
+    return rope_pair_triton(q, k, cos, sin, q_weight, k_weight, eps)
+
+
+@torch.library.custom_op("zoo::norm_rotary", mutates_args=())
+def norm_rotary(x: Tensor, w: Tensor, eps: float, cos: Tensor, sin: Tensor) -> Tensor:
+    """RoPE of x RMSNorm'ed per head: the RoPE pass's match, before it pairs q with k into zoo::norm_rope_pair."""
+    return rotate(_normed(x, w, eps), cos, sin).contiguous()
+
+
+@norm_rotary.register_fake
+def _(x, w, eps, cos, sin):
+    return x.new_empty(x.shape)
+
+
+@norm_rotary.register_kernel("cuda")
+def _norm_rotary_cuda(x, w, eps, cos, sin):
+    from .kernels.rope import rope_triton
+    out = x.new_empty(x.shape)
+    rope_triton(x, None, cos, sin, out, None, w, None, eps)
+    return out
 
 
 @torch.library.custom_op("zoo::rotary", mutates_args=())

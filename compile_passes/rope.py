@@ -8,15 +8,20 @@ reinplacing turns it into a true in-place call on q and k where they live. Where
 other views still read (the vision's qkv projection), in place would cost a copy of that tensor first: such a pair
 becomes zoo::rope_pair, the same kernel writing new tensors. A rotation with no partner stays a zoo::rotary
 (still one fused kernel, out of place).
+
+A rotation of a per-head RMSNorm (Qwen3's q_norm / k_norm) is matched first, as zoo::norm_rotary, and a q/k pair of
+those becomes zoo::norm_rope_pair: the same kernel normalizing each head as it loads it, writing new q and k (the
+norms' own kernels and their writes go; in a batch-1 decode step, 2 of ~11 kernels per layer).
 """
 import operator
 from collections import defaultdict
+from types import SimpleNamespace
 
 import torch
 from torch._higher_order_ops.auto_functionalize import auto_functionalized
 from torch._inductor.pattern_matcher import stable_topological_sort
 
-from zoo_ref.layers import rotate
+from zoo_ref.layers import RMSNorm, rotate
 
 from . import ops  # noqa: F401  (registers torch.ops.zoo.*)
 from .patterns import Replacement, site_of
@@ -36,8 +41,39 @@ def _shapes_ok(match) -> bool:
     return len(x) == len(c) and x[-1] == c[-1] and c[-2] == 1
 
 
+def _search_norm(x, w, cos, sin, eps):
+    return rotate(RMSNorm.forward(SimpleNamespace(weight=w, eps=eps), x), cos, sin)  # zoo_ref's own forward
+
+
+def _replace_norm(x, w, cos, sin, eps):
+    return torch.ops.zoo.norm_rotary(x, w, eps, cos, sin)
+
+
+def _norm_shapes_ok(match) -> bool:
+    """x [..., H, D] normalized per head with a weight [D], then rotated by cos/sin [..., 1, D]."""
+    x, w, c = (match.kwargs[n].meta["val"] for n in ("x", "w", "cos"))
+    return len(x.shape) == len(c.shape) and x.shape[-1] == c.shape[-1] == w.shape[-1] and w.dim() == 1 and \
+        c.shape[-2] == 1
+
+
+class _RopeReplacement(Replacement):
+    """The rope pattern; each call-site layout it learns also registers the same rotation of a per-head RMSNorm
+    (Qwen3's q_norm / k_norm right before RoPE), searched first."""
+
+    def __init__(self, with_norm: Replacement):
+        super().__init__("rope", rotate, _search, _replace, extra_check=_shapes_ok)
+        self.with_norm = with_norm
+
+    def register_like(self, args):
+        super().register_like(args)
+        x, cos, sin = args
+        self.with_norm.register_like([x, x.new_empty(x.shape[-1]), cos, sin, None])
+
+
 def rope_replacements():
-    return [Replacement("rope", rotate, _search, _replace, extra_check=_shapes_ok)]
+    with_norm = Replacement("rope_norm", None, _search_norm, _replace_norm, scalar_name="eps",
+                            extra_check=_norm_shapes_ok)
+    return [with_norm, _RopeReplacement(with_norm)]
 
 
 aten = torch.ops.aten
@@ -61,15 +97,22 @@ def pair_qk(graph: torch.fx.Graph) -> int:
     for node in graph.nodes:
         if node.op == "call_function" and node.target is torch.ops.zoo.rotary.default:
             x, cos, sin = node.args
-            groups[(cos, sin, site_of(node))].append(node)
+            groups[(cos, sin, site_of(node), None)].append(node)
+        elif node.op == "call_function" and node.target is torch.ops.zoo.norm_rotary.default:
+            x, w, eps, cos, sin = node.args
+            groups[(cos, sin, site_of(node), eps)].append(node)
     fused = 0
-    for (cos, sin, site), nodes in groups.items():
+    for (cos, sin, site, eps), nodes in groups.items():
         if site == "-" and len(nodes) > 2:  # no layer information: pairing by order would be a guess
             continue
         for q_node, k_node in zip(nodes[0::2], nodes[1::2]):
             q, k = q_node.args[0], k_node.args[0]
             with graph.inserting_after(k_node):
-                if _is_view(q) or _is_view(k):
+                if eps is not None:  # normalized first: reads the projection, writes new q and k
+                    call = graph.call_function(torch.ops.zoo.norm_rope_pair.default,
+                                               (q, k, q_node.args[1], k_node.args[1], eps, cos, sin))
+                    first = 0
+                elif _is_view(q) or _is_view(k):
                     call = graph.call_function(torch.ops.zoo.rope_pair.default, (q, k, cos, sin))
                     first = 0
                 else:

@@ -1,13 +1,16 @@
 """RoPE for q and k in one launch: one program per token, all heads of q and k. In place (q and k overwritten), or
 into new contiguous tensors when q and k are views into a projection that other views still read (rotating those
-in place would make Inductor copy them first)."""
+in place would make Inductor copy them first).
+
+With norm weights (Qwen3's q_norm / k_norm: an RMSNorm per head right before RoPE) the kernel normalizes each head
+first, reading q and k from the projection's output once: the norms' two kernels and their writes of q and k go."""
 import triton
 import triton.language as tl
 
 
 @triton.jit
-def _rotate_heads(src, dst, src_head, dst_head, n, c1, c2, s1, s2, HALF: tl.constexpr, BLOCK_H: tl.constexpr,
-                  BLOCK_D: tl.constexpr):
+def _rotate_heads(src, dst, src_head, dst_head, n, c1, c2, s1, s2, w_ptr, eps, HALF: tl.constexpr,
+                  NORM: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr):
     # out[:half] = x1 cos1 - x2 sin1 ; out[half:] = x2 cos2 + x1 sin2   (x * cos + rotate_half(x) * sin)
     h = tl.arange(0, BLOCK_H)
     d = tl.arange(0, BLOCK_D)
@@ -18,13 +21,20 @@ def _rotate_heads(src, dst, src_head, dst_head, n, c1, c2, s1, s2, HALF: tl.cons
     x2 = tl.load(p + HALF, mask=m, other=0.0)
     a = x1.to(tl.float32)
     b = x2.to(tl.float32)
-    tl.store(o, (a * c1[None, :] - b * s1[None, :]).to(x1.dtype), mask=m)
-    tl.store(o + HALF, (b * c2[None, :] + a * s2[None, :]).to(x1.dtype), mask=m)
+    if NORM:  # RMSNorm of each head (over its 2 * HALF dims), then its weight
+        inv = tl.rsqrt((tl.sum(a * a, axis=1) + tl.sum(b * b, axis=1)) / (2 * HALF) + eps)
+        w1 = tl.load(w_ptr + d, mask=d < HALF, other=0.0).to(tl.float32)
+        w2 = tl.load(w_ptr + HALF + d, mask=d < HALF, other=0.0).to(tl.float32)
+        a = a * inv[:, None] * w1[None, :]
+        b = b * inv[:, None] * w2[None, :]
+    tl.store(o, (a * c1[None, :] - b * s1[None, :]).to(dst.dtype.element_ty), mask=m)
+    tl.store(o + HALF, (b * c2[None, :] + a * s2[None, :]).to(dst.dtype.element_ty), mask=m)
 
 
 @triton.jit
-def _rope_kernel(q_ptr, k_ptr, qo_ptr, ko_ptr, cos_ptr, sin_ptr, q_tok, q_head, k_tok, k_head, qo_tok, qo_head,
-                 ko_tok, ko_head, c_tok, n_q, n_k, HALF: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr):
+def _rope_kernel(q_ptr, k_ptr, qo_ptr, ko_ptr, cos_ptr, sin_ptr, qw_ptr, kw_ptr, eps, q_tok, q_head, k_tok, k_head,
+                 qo_tok, qo_head, ko_tok, ko_head, c_tok, n_q, n_k, HALF: tl.constexpr, NORM: tl.constexpr,
+                 BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr):
     tok = tl.program_id(0)
     d = tl.arange(0, BLOCK_D)
     dm = d < HALF
@@ -34,11 +44,11 @@ def _rope_kernel(q_ptr, k_ptr, qo_ptr, ko_ptr, cos_ptr, sin_ptr, q_tok, q_head, 
     c2 = tl.load(c_row + HALF + d, mask=dm, other=0.0).to(tl.float32)
     s1 = tl.load(s_row + d, mask=dm, other=0.0).to(tl.float32)
     s2 = tl.load(s_row + HALF + d, mask=dm, other=0.0).to(tl.float32)
-    _rotate_heads(q_ptr + tok * q_tok, qo_ptr + tok * qo_tok, q_head, qo_head, n_q, c1, c2, s1, s2, HALF, BLOCK_H,
-                  BLOCK_D)
+    _rotate_heads(q_ptr + tok * q_tok, qo_ptr + tok * qo_tok, q_head, qo_head, n_q, c1, c2, s1, s2, qw_ptr, eps, HALF,
+                  NORM, BLOCK_H, BLOCK_D)
     if n_k > 0:
-        _rotate_heads(k_ptr + tok * k_tok, ko_ptr + tok * ko_tok, k_head, ko_head, n_k, c1, c2, s1, s2, HALF,
-                      BLOCK_H, BLOCK_D)
+        _rotate_heads(k_ptr + tok * k_tok, ko_ptr + tok * ko_tok, k_head, ko_head, n_k, c1, c2, s1, s2, kw_ptr, eps,
+                      HALF, NORM, BLOCK_H, BLOCK_D)
 
 
 def _tokens_view(x):
@@ -49,8 +59,9 @@ def _tokens_view(x):
         return None
 
 
-def rope_triton(q, k, cos, sin, q_out=None, k_out=None):
-    """Rotate q (and k, unless None) by cos/sin: in place, or into q_out / k_out (same shapes) when given."""
+def rope_triton(q, k, cos, sin, q_out=None, k_out=None, q_weight=None, k_weight=None, eps=0.0):
+    """Rotate q (and k, unless None) by cos/sin: in place, or into q_out / k_out (same shapes) when given.
+    q_weight / k_weight [D]: RMSNorm each head with them (and eps) before rotating (both or neither)."""
     d = q.shape[-1]
     q_out = q if q_out is None else q_out
     k_out = k if k_out is None else k_out
@@ -59,23 +70,34 @@ def rope_triton(q, k, cos, sin, q_out=None, k_out=None):
     n_tok = views[0].shape[0] if views[0] is not None else 0
     ok = (all(v is not None and v.shape[0] == n_tok and v.stride(-1) == 1 for v in views) and d % 2 == 0
           and cos.numel() == n_tok * d)
+    norm = q_weight is not None
     if not ok:  # unusual layout: same math, unfused
-        from zoo_ref.layers import rotate
-        for x, out in ((q, q_out), (k, k_out)):
+        from zoo_ref.layers import RMSNorm, rotate
+        for x, out, w in ((q, q_out, q_weight), (k, k_out, k_weight)):
             if x is not None:
-                out.copy_(rotate(x, cos, sin))
+                out.copy_(rotate(RMSNorm.forward(_Norm(w, eps), x) if norm else x, cos, sin))
         return
     q3, qo3, k3, ko3 = views
     cos2, sin2 = cos.reshape(n_tok, d).contiguous(), sin.reshape(n_tok, d).contiguous()
     half = d // 2
-    _rope_kernel[(n_tok,)](q3, k3, qo3, ko3, cos2, sin2, q3.stride(0), q3.stride(1), k3.stride(0), k3.stride(1),
-                           qo3.stride(0), qo3.stride(1), ko3.stride(0), ko3.stride(1), d, q3.shape[1], k3.shape[1],
-                           HALF=half, BLOCK_H=triton.next_power_of_2(max(q3.shape[1], k3.shape[1])),
+    qw = q_weight.contiguous() if norm else cos2
+    kw = k_weight.contiguous() if norm and k is not None else qw
+    _rope_kernel[(n_tok,)](q3, k3, qo3, ko3, cos2, sin2, qw, kw, float(eps), q3.stride(0), q3.stride(1), k3.stride(0),
+                           k3.stride(1), qo3.stride(0), qo3.stride(1), ko3.stride(0), ko3.stride(1), d, q3.shape[1],
+                           k3.shape[1], HALF=half, NORM=norm,
+                           BLOCK_H=triton.next_power_of_2(max(q3.shape[1], k3.shape[1])),
                            BLOCK_D=triton.next_power_of_2(half))
 
 
-def rope_pair_triton(q, k, cos, sin):
-    """(rotated q, rotated k) as new contiguous tensors; q and k are only read."""
+class _Norm:
+    """zoo_ref's RMSNorm.forward needs only these two attributes."""
+
+    def __init__(self, weight, eps):
+        self.weight, self.eps = weight, eps
+
+
+def rope_pair_triton(q, k, cos, sin, q_weight=None, k_weight=None, eps=0.0):
+    """(rotated q, rotated k) as new contiguous tensors; q and k are only read. With weights: RMSNorm'ed first."""
     q_out, k_out = q.new_empty(q.shape), k.new_empty(k.shape)  # contiguous, as zoo::rope_pair's fake says
-    rope_triton(q, k, cos, sin, q_out, k_out)
+    rope_triton(q, k, cos, sin, q_out, k_out, q_weight, k_weight, eps)
     return q_out, k_out

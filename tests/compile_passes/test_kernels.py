@@ -27,8 +27,10 @@ def _rand(*shape, g):
 
 @settings(max_examples=15)
 @given(b=st.integers(1, 3), t=st.integers(1, 4), hq=st.sampled_from([1, 2, 4, 6]), hk=st.sampled_from([1, 2]),
-       d=st.sampled_from([4, 8, 16, 64]), strided=st.booleans(), out_of_place=st.booleans(), seed=st.integers(0, 999))
-def test_rope_matches_zoo_ref_rotate(b, t, hq, hk, d, strided, out_of_place, seed):
+       d=st.sampled_from([4, 8, 16, 64]), strided=st.booleans(), out_of_place=st.booleans(), norm=st.booleans(),
+       seed=st.integers(0, 999))
+def test_rope_matches_zoo_ref_rotate(b, t, hq, hk, d, strided, out_of_place, norm, seed):
+    """In place or into new tensors; norm: each head RMSNorm'ed first (zoo::norm_rope_pair, out of place)."""
     g = torch.Generator().manual_seed(seed)
     if strided:  # q and k as views into one fused projection, like the vision qkv
         qkv = _rand(b, t, hq + hk + 1, d, g=g)
@@ -36,6 +38,14 @@ def test_rope_matches_zoo_ref_rotate(b, t, hq, hk, d, strided, out_of_place, see
     else:
         q, k = _rand(b, t, hq, d, g=g), _rand(b, t, hk, d, g=g)
     cos, sin = _rand(b, t, 1, d, g=g), _rand(b, t, 1, d, g=g)
+    if norm:
+        qw, kw = _rand(d, g=g), _rand(d, g=g)
+        want_q, want_k = (torch.ops.zoo.norm_rotary(x.cpu(), w.cpu(), 1e-6, cos.cpu(), sin.cpu())
+                          for x, w in ((q, qw), (k, kw)))
+        q, k = rope_pair_triton(q, k, cos, sin, qw, kw, 1e-6)
+        torch.testing.assert_close(q.cpu(), want_q, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(k.cpu(), want_k, rtol=1e-5, atol=1e-5)
+        return
     want_q, want_k = rotate(q, cos, sin), rotate(k, cos, sin)
     if out_of_place:  # zoo::rope_pair: new contiguous tensors, q and k untouched
         before = q.clone(), k.clone()
