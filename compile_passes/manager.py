@@ -20,7 +20,7 @@ from .epilogues import gelu_epilogue_replacements
 from .gemv_fusion import drop_dead_views, fold_residuals, gemv_fusion_replacements
 from .linears import merge_sibling_mms, one_row_gemvs
 from .patterns import record_call_sites, site_of
-from .rope import pair_qk, rope_replacements
+from .rope import fold_cache_writes, pair_qk, rope_replacements
 from .windows import attend_by_window, masks_left
 
 PASSES = {"attention": attention_replacements, "rope": rope_replacements,
@@ -63,6 +63,9 @@ class ZooPassManager(CustomGraphPass):
         counts["masks_built"] = masks_left(graph)  # window masks still materialized (0 once attention ran)
         if "rope" in self.names:
             counts["rope"] = pair_qk(graph)  # q+k pairs fused into one in-place kernel
+            writes = fold_cache_writes(graph)  # ... which then writes k and v into the caches itself
+            counts["rope_cache"] = len(writes)
+            self.sites.update(("rope_cache", site) for site in writes)
             counts["rope_unpaired"] = sum(n.target in (torch.ops.zoo.rotary.default, torch.ops.zoo.norm_rotary.default)
                                           for n in graph.nodes)
             for node in graph.nodes:
@@ -127,6 +130,7 @@ def _kernel_kind(node):
         return "rope_unpaired"
     if node.target in (torch.ops.zoo.rope_pair.default, torch.ops.zoo.norm_rope_pair.default):
         return "rope"
-    if "auto_functionalized" in str(node.target) and node.args and node.args[0] is torch.ops.zoo.rope_.default:
+    if "auto_functionalized" in str(node.target) and node.args and \
+            node.args[0] in (torch.ops.zoo.rope_.default, torch.ops.zoo.norm_rope_cache_.default):
         return "rope"
     return None

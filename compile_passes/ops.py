@@ -75,6 +75,28 @@ def _norm_rope_pair_cuda(q, k, q_weight, k_weight, eps, cos, sin):
     return rope_pair_triton(q, k, cos, sin, q_weight, k_weight, eps)
 
 
+@torch.library.custom_op("zoo::norm_rope_cache_", mutates_args=("k_cache", "v_cache"))
+def norm_rope_cache_(q: Tensor, k: Tensor, v: Tensor, q_weight: Tensor, k_weight: Tensor, eps: float, cos: Tensor,
+                     sin: Tensor, k_cache: Tensor, v_cache: Tensor, slot: Tensor) -> Tensor:
+    """zoo::norm_rope_pair whose rotated k, and v as it is, go straight into the caches [B, Hkv, S, D] at `slot` [T]
+    (zoo_ref's KVCache.update); returns the rotated q."""
+    rq, rk = norm_rope_pair(q, k, q_weight, k_weight, eps, cos, sin)
+    k_cache.index_copy_(2, slot, rk.transpose(1, 2))
+    v_cache.index_copy_(2, slot, v.transpose(1, 2))
+    return rq
+
+
+@norm_rope_cache_.register_fake
+def _(q, k, v, q_weight, k_weight, eps, cos, sin, k_cache, v_cache, slot):
+    return q.new_empty(q.shape)
+
+
+@norm_rope_cache_.register_kernel("cuda")
+def _norm_rope_cache_cuda(q, k, v, q_weight, k_weight, eps, cos, sin, k_cache, v_cache, slot):
+    from .kernels.rope import rope_cache_triton
+    return rope_cache_triton(q, k, v, q_weight, k_weight, eps, cos, sin, k_cache, v_cache, slot)
+
+
 @torch.library.custom_op("zoo::norm_rotary", mutates_args=())
 def norm_rotary(x: Tensor, w: Tensor, eps: float, cos: Tensor, sin: Tensor) -> Tensor:
     """RoPE of x RMSNorm'ed per head: the RoPE pass's match, before it pairs q with k into zoo::norm_rope_pair."""

@@ -131,3 +131,65 @@ def pair_qk(graph: torch.fx.Graph) -> int:
     if fused:
         stable_topological_sort(graph)
     return fused
+
+
+def _only_user(node):
+    return next(iter(node.users)) if len(node.users) == 1 else None
+
+
+def _cache_write(node):
+    """(cache placeholder, slot, value before its [0, 2, 1, 3] permute) of index_put(cache, [None, None, slot],
+    permute(value)) -- zoo_ref's KVCache.update, functionalized -- else None."""
+    if node.op != "call_function" or node.target is not aten.index_put.default or len(node.args) != 3 or node.kwargs:
+        return None
+    cache, index, value = node.args
+    if cache.op != "placeholder" or len(index) != 3 or index[0] is not None or index[1] is not None:
+        return None
+    if value.target is not aten.permute.default or list(value.args[1]) != [0, 2, 1, 3] or len(value.users) != 1:
+        return None
+    c = cache.meta["val"]
+    return (cache, index[2], value.args[0]) if c.dim() == 4 and c.is_contiguous() else None
+
+
+def fold_cache_writes(graph: torch.fx.Graph) -> list:
+    """zoo::norm_rope_pair whose k only goes into the K cache, beside the V cache's write at the same slots ->
+    zoo::norm_rope_cache_ writing both caches (two copy kernels per layer fewer). Returns the layer sites."""
+    sites = []
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target is not torch.ops.zoo.norm_rope_pair.default:
+            continue
+        getters = {u.args[1]: u for u in node.users if u.target is operator.getitem}
+        k_out = getters.get(1)
+        k_perm = _only_user(k_out) if k_out is not None and len(node.users) == 2 else None
+        k_put = _only_user(k_perm) if k_perm is not None else None
+        k_write = _cache_write(k_put) if k_put is not None else None
+        if k_write is None or k_write[2] is not k_out:
+            continue
+        k_cache, slot, _ = k_write
+        v_puts = [u for u in slot.users if u is not k_put and _cache_write(u) is not None
+                  and site_of(u) == site_of(node) and _cache_write(u)[0] is not k_cache]
+        if len(v_puts) != 1:
+            continue
+        v_put = v_puts[0]
+        v_cache, _, v = _cache_write(v_put)
+        q, k, qw, kw, eps, cos, sin = node.args
+        first = min((k_put, v_put), key=lambda n: list(graph.nodes).index(n))
+        with graph.inserting_before(first):
+            call = graph.call_function(auto_functionalized, (torch.ops.zoo.norm_rope_cache_.default,),
+                                       {"q": q, "k": k, "v": v, "q_weight": qw, "k_weight": kw, "eps": eps,
+                                        "cos": cos, "sin": sin, "k_cache": k_cache, "v_cache": v_cache,
+                                        "slot": slot})
+            call.meta.update({m: node.meta[m] for m in ("nn_module_stack", "stack_trace") if m in node.meta})
+            call.meta["val"] = (node.meta["val"][0], k_put.meta["val"], v_put.meta["val"])
+            outs = [graph.call_function(operator.getitem, (call, i)) for i in range(3)]
+        for out, old in zip(outs, (getters[0], k_put, v_put)):
+            out.meta.update({m: old.meta[m] for m in ("nn_module_stack", "stack_trace", "val") if m in old.meta})
+            old.replace_all_uses_with(out)
+        v_perm = v_put.args[2]
+        for dead in (k_put, v_put, k_perm, v_perm, k_out, getters[0], node):
+            if not dead.users:
+                graph.erase_node(dead)
+        sites.append(site_of(call))
+    if sites:
+        stable_topological_sort(graph)
+    return sites

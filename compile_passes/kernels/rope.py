@@ -51,6 +51,67 @@ def _rope_kernel(q_ptr, k_ptr, qo_ptr, ko_ptr, cos_ptr, sin_ptr, qw_ptr, kw_ptr,
                       HALF, NORM, BLOCK_H, BLOCK_D)
 
 
+@triton.jit
+def _rope_cache_kernel(q_ptr, k_ptr, v_ptr, qo_ptr, kc_ptr, vc_ptr, slot_ptr, cos_ptr, sin_ptr, qw_ptr, kw_ptr, eps, T,
+                       q_tok, q_head, k_tok, k_head, v_tok, v_head, qo_tok, qo_head, c_b, c_h, c_s, c_tok, n_q, n_k,
+                       HALF: tl.constexpr, NORM: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr):
+    """The RoPE kernel whose rotated k (and the untouched v) go straight into the K/V caches [B, Hkv, S, D] at the
+    token's slot, instead of into a k tensor that a second kernel would copy there."""
+    tok = tl.program_id(0)
+    row = tok // T
+    slot = tl.load(slot_ptr + tok % T)
+    d = tl.arange(0, BLOCK_D)
+    dm = d < HALF
+    c_row = cos_ptr + tok * c_tok
+    s_row = sin_ptr + tok * c_tok
+    c1 = tl.load(c_row + d, mask=dm, other=0.0).to(tl.float32)
+    c2 = tl.load(c_row + HALF + d, mask=dm, other=0.0).to(tl.float32)
+    s1 = tl.load(s_row + d, mask=dm, other=0.0).to(tl.float32)
+    s2 = tl.load(s_row + HALF + d, mask=dm, other=0.0).to(tl.float32)
+    _rotate_heads(q_ptr + tok * q_tok, qo_ptr + tok * qo_tok, q_head, qo_head, n_q, c1, c2, s1, s2, qw_ptr, eps, HALF,
+                  NORM, BLOCK_H, BLOCK_D)
+    at = row * c_b + slot * c_s
+    _rotate_heads(k_ptr + tok * k_tok, kc_ptr + at, k_head, c_h, n_k, c1, c2, s1, s2, kw_ptr, eps, HALF, NORM, BLOCK_H,
+                  BLOCK_D)
+    h = tl.arange(0, BLOCK_H)
+    m = (h[:, None] < n_k) & dm[None, :]
+    src = v_ptr + tok * v_tok + h[:, None] * v_head + d[None, :]
+    dst = vc_ptr + at + h[:, None] * c_h + d[None, :]
+    tl.store(dst, tl.load(src, mask=m), mask=m)
+    tl.store(dst + HALF, tl.load(src + HALF, mask=m), mask=m)
+
+
+def rope_cache_triton(q, k, v, q_weight, k_weight, eps, cos, sin, k_cache, v_cache, slot):
+    """q, k, v [B, T, H, D] (k and v with Hkv heads; any strides with unit stride along D); q_weight / k_weight [D]
+    or None (no per-head norm); caches [B, Hkv, S, D] contiguous; slot [T]. Returns the rotated q (new, contiguous);
+    the rotated k and v are written into the caches at their slots."""
+    b, t, hq, d = q.shape
+    hk = k.shape[2]
+    assert d % 2 == 0 and k_cache.is_contiguous() and v_cache.is_contiguous() and k_cache.stride() == v_cache.stride()
+    q_out = q.new_empty(q.shape)
+    views = [_tokens_view(x) for x in (q, k, v)]
+    if any(x is None or x.stride(-1) != 1 for x in views) or cos.numel() != b * t * d:  # unusual layout: unfused
+        from zoo_ref.layers import RMSNorm, rotate
+        rq, rk = (rotate(RMSNorm.forward(_Norm(w, eps), x) if w is not None else x, cos, sin)
+                  for x, w in ((q, q_weight), (k, k_weight)))
+        q_out.copy_(rq)
+        k_cache.index_copy_(2, slot, rk.transpose(1, 2))
+        v_cache.index_copy_(2, slot, v.transpose(1, 2))
+        return q_out
+    q3, k3, v3 = views
+    qo3 = q_out.view(-1, hq, d)
+    cos2, sin2 = cos.reshape(b * t, d).contiguous(), sin.reshape(b * t, d).contiguous()
+    norm = q_weight is not None
+    qw = q_weight.contiguous() if norm else cos2
+    kw = k_weight.contiguous() if norm else cos2
+    _rope_cache_kernel[(b * t,)](
+        q3, k3, v3, qo3, k_cache, v_cache, slot.contiguous(), cos2, sin2, qw, kw, float(eps), t, q3.stride(0),
+        q3.stride(1), k3.stride(0), k3.stride(1), v3.stride(0), v3.stride(1), qo3.stride(0), qo3.stride(1),
+        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), d, hq, hk, HALF=d // 2, NORM=norm,
+        BLOCK_H=triton.next_power_of_2(max(hq, hk)), BLOCK_D=triton.next_power_of_2(d // 2))
+    return q_out
+
+
 def _tokens_view(x):
     """[..., H, D] -> [N, H, D] as a view (None if the leading dims don't flatten to one stride)."""
     try:

@@ -15,7 +15,7 @@ from compile_passes.kernels.cache_write import cache_write_triton  # noqa: E402
 from compile_passes.kernels.gemv import gemv_triton  # noqa: E402
 from compile_passes.kernels.gqa_decode import gqa_window_decode_triton  # noqa: E402
 from compile_passes.kernels.mla_latent import mla_latent_triton  # noqa: E402
-from compile_passes.kernels.rope import rope_pair_triton, rope_triton  # noqa: E402
+from compile_passes.kernels.rope import rope_cache_triton, rope_pair_triton, rope_triton  # noqa: E402
 from zoo_ref.decoder import sliding_mask, window_mask  # noqa: E402
 from zoo_ref.deepseek.mla import attention_mask, latent_attention, token_slots  # noqa: E402
 from zoo_ref.layers import attention, rotate  # noqa: E402
@@ -57,6 +57,34 @@ def test_rope_matches_zoo_ref_rotate(b, t, hq, hk, d, strided, out_of_place, nor
         rope_triton(q, k, cos, sin)
     torch.testing.assert_close(q, want_q, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(k, want_k, rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=15)
+@given(b=st.integers(1, 2), t=st.integers(1, 3), hq=st.sampled_from([2, 4, 6]), hk=st.sampled_from([1, 2]),
+       d=st.sampled_from([4, 16, 64]), norm=st.booleans(), data=st.data(), seed=st.integers(0, 999))
+def test_rope_cache_writes_equal_norm_rope_and_cache_update(b, t, hq, hk, d, norm, data, seed):
+    """zoo::norm_rope_cache_'s kernel: q, k, v as views of one projection; the rotated q returned, the rotated k and
+    v written into the caches at the given slots (and nowhere else: the other slots keep their NaN)."""
+    g = torch.Generator().manual_seed(seed)
+    s = t + 3
+    qkv = _rand(b, t, hq + 2 * hk, d, g=g)
+    q, k, v = qkv[:, :, :hq], qkv[:, :, hq:hq + hk], qkv[:, :, hq + hk:]
+    cos, sin = _rand(b, t, 1, d, g=g), _rand(b, t, 1, d, g=g)
+    qw, kw = (_rand(d, g=g), _rand(d, g=g)) if norm else (None, None)
+    slot = torch.tensor(sorted(data.draw(st.permutations(range(s)))[:t]), device=DEVICE)
+    k_cache, v_cache = (torch.full((b, hk, s, d), float("nan"), device=DEVICE) for _ in range(2))
+    cpu = [x if x is None else x.cpu() for x in (q, k, v, qw, kw, cos, sin, k_cache, v_cache, slot)]
+    want_kc, want_vc = cpu[7].clone(), cpu[8].clone()
+    if norm:
+        want_q = torch.ops.zoo.norm_rope_cache_(*cpu[:5], 1e-6, *cpu[5:7], want_kc, want_vc, cpu[9])
+    else:
+        want_q, rk = rotate(cpu[0], cpu[5], cpu[6]), rotate(cpu[1], cpu[5], cpu[6])
+        want_kc.index_copy_(2, cpu[9], rk.transpose(1, 2))
+        want_vc.index_copy_(2, cpu[9], cpu[2].transpose(1, 2))
+    got_q = rope_cache_triton(q, k, v, qw, kw, 1e-6, cos, sin, k_cache, v_cache, slot)
+    torch.testing.assert_close(got_q.cpu(), want_q, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(k_cache.cpu(), want_kc, rtol=1e-5, atol=1e-5, equal_nan=True)
+    torch.testing.assert_close(v_cache.cpu(), want_vc, rtol=1e-5, atol=1e-5, equal_nan=True)
 
 
 @settings(max_examples=15)

@@ -85,6 +85,8 @@ def test_every_site_replaced_and_prompt_lengths_share_one_graph(models):
         assert counts["linears"] == 2, (name, counts)  # q/k/v (with Qwen2's biases) and gate/up
         # Qwen3's per-head q/k norms run inside the RoPE kernel (q and k sites); Qwen2 has none
         assert counts["rope_norm"] == 2 * model.config.qk_norm, (name, counts)
+        # ... and where attention reads k and v from the caches (decode), that kernel writes them there itself
+        assert counts["rope_cache"] == (model.config.qk_norm and name.startswith("decode")), (name, counts)
         # every attention site takes its rows' windows: no [B, 1, T, S] mask is built
         assert counts["attention_window"] == 1 and counts["masks_built"] == 0, (name, counts)
     assert {name for name, _ in report.per_graph} >= {f"prefill[b={BATCH}]", f"decode[b={BATCH}]"}

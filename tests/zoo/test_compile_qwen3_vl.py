@@ -69,6 +69,8 @@ def test_every_site_replaced_and_no_recompiles(models):
         assert counts["rope"] == 1 and counts["rope_unpaired"] == 0, (name, counts)
         # the text layers' q_norm / k_norm fold into that kernel (one RoPE site each for q and k)
         assert counts["rope_norm"] == (0 if name == "vision" else 2), (name, counts)
+        # where attention reads k and v from the caches (decode), the RoPE kernel writes them there itself
+        assert counts["rope_cache"] == name.startswith("decode"), (name, counts)
         assert counts["linears"] == (0 if name == "vision" else 2), (name, counts)  # q/k/v, gate/up
         # batch-1 decode: qkv, o, gate_up, down as one-row GEMVs; a prompt has rows per token
         assert counts["gemv"] == (4 if name == "decode[b=1]" else 0), (name, counts)
