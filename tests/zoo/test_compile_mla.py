@@ -200,3 +200,4 @@ def test_batch_one_decode_runs_its_linears_as_gemvs():
     (name, counts), = zoo.explain(compiled).per_graph
     # q_a + kv_a (packed, one GEMV), q_b, o_proj; absorbed attention's kv_b products are einsums, not linears
     assert name == "mla[absorb, decode]" and counts["gemv"] == 3 and counts["linears"] == 1, (name, counts)
+    assert counts["gemv_norm"] == 1, counts  # q_a_layernorm folded into q_b's GEMV
