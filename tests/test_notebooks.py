@@ -9,7 +9,7 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.i
 EXPECT = {"qwen3_vl_tour.ipynb": ["same tokens: True", "zoo.explain", "decode[b=1]",
                                   "same tokens as the reference: True", "from the cache"],
           "mla_explorer.ipynb": ["relative difference absorbed vs naive", "padding rows are zero: True"],
-          "passes_walkthrough.ipynb": ["compiled == reference", "zoo.attention", "zoo.rope_"]}
+          "passes_walkthrough.ipynb": ["compiled == reference", "zoo.attention", "zoo.norm_rope_pair"]}
 
 
 def test_every_notebook_is_checked():
