@@ -32,18 +32,23 @@ def _rotate_heads(src, dst, src_head, dst_head, n, c1, c2, s1, s2, w_ptr, eps, H
 
 
 @triton.jit
-def _rope_kernel(q_ptr, k_ptr, qo_ptr, ko_ptr, cos_ptr, sin_ptr, qw_ptr, kw_ptr, eps, q_tok, q_head, k_tok, k_head,
-                 qo_tok, qo_head, ko_tok, ko_head, c_tok, n_q, n_k, HALF: tl.constexpr, NORM: tl.constexpr,
-                 BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr):
-    tok = tl.program_id(0)
+def _cos_sin(c_row, s_row, HALF: tl.constexpr, BLOCK_D: tl.constexpr):
+    """One token's cos / sin halves, in fp32."""
     d = tl.arange(0, BLOCK_D)
     dm = d < HALF
-    c_row = cos_ptr + tok * c_tok
-    s_row = sin_ptr + tok * c_tok
     c1 = tl.load(c_row + d, mask=dm, other=0.0).to(tl.float32)
     c2 = tl.load(c_row + HALF + d, mask=dm, other=0.0).to(tl.float32)
     s1 = tl.load(s_row + d, mask=dm, other=0.0).to(tl.float32)
     s2 = tl.load(s_row + HALF + d, mask=dm, other=0.0).to(tl.float32)
+    return c1, c2, s1, s2
+
+
+@triton.jit
+def _rope_kernel(q_ptr, k_ptr, qo_ptr, ko_ptr, cos_ptr, sin_ptr, qw_ptr, kw_ptr, eps, q_tok, q_head, k_tok, k_head,
+                 qo_tok, qo_head, ko_tok, ko_head, c_tok, n_q, n_k, HALF: tl.constexpr, NORM: tl.constexpr,
+                 BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr):
+    tok = tl.program_id(0)
+    c1, c2, s1, s2 = _cos_sin(cos_ptr + tok * c_tok, sin_ptr + tok * c_tok, HALF, BLOCK_D)
     _rotate_heads(q_ptr + tok * q_tok, qo_ptr + tok * qo_tok, q_head, qo_head, n_q, c1, c2, s1, s2, qw_ptr, eps, HALF,
                   NORM, BLOCK_H, BLOCK_D)
     if n_k > 0:
@@ -62,12 +67,7 @@ def _rope_cache_kernel(q_ptr, k_ptr, v_ptr, qo_ptr, kc_ptr, vc_ptr, slot_ptr, co
     slot = tl.load(slot_ptr + tok % T)
     d = tl.arange(0, BLOCK_D)
     dm = d < HALF
-    c_row = cos_ptr + tok * c_tok
-    s_row = sin_ptr + tok * c_tok
-    c1 = tl.load(c_row + d, mask=dm, other=0.0).to(tl.float32)
-    c2 = tl.load(c_row + HALF + d, mask=dm, other=0.0).to(tl.float32)
-    s1 = tl.load(s_row + d, mask=dm, other=0.0).to(tl.float32)
-    s2 = tl.load(s_row + HALF + d, mask=dm, other=0.0).to(tl.float32)
+    c1, c2, s1, s2 = _cos_sin(cos_ptr + tok * c_tok, sin_ptr + tok * c_tok, HALF, BLOCK_D)
     _rotate_heads(q_ptr + tok * q_tok, qo_ptr + tok * qo_tok, q_head, qo_head, n_q, c1, c2, s1, s2, qw_ptr, eps, HALF,
                   NORM, BLOCK_H, BLOCK_D)
     at = row * c_b + slot * c_s
