@@ -3,18 +3,16 @@
 A batch-1 decode step is ~15 kernels per layer, most of them tiny: on an H200 each costs ~1.5-2 us of launch, ramp
 and round trip for a few KB of data, ~0.4 ms of a 1.9 ms Qwen3-VL-2B step. Three of them border a GEMV, which
 reads the whole input row in every program anyway (kernels/gemv.py), so they fold in at no extra memory pass:
-- `gemv_norm`: RMSNorm (zoo_ref's RMSNorm.forward, over the row's last dim) -> GEMV: the input and
+- `gemv_norm`: RMSNorm (zoo_ref's rms_norm, over the row's last dim) -> GEMV: the input and
   post-attention norms;
 - `gemv_swiglu`: silu(gate) * up -> GEMV: the MLP's down projection;
 - `gemv_residual`: residual + GEMV(...): the adds after o_proj and down_proj.
 The fused GEMV is zoo::gemv_fused; it skips the bf16 roundings between the folded steps (all math in fp32), so
 bf16 results differ from the unfused ones at rounding level, as the fused attention kernels do.
 """
-from types import SimpleNamespace
-
 import torch
 
-from zoo_ref.layers import RMSNorm, activation
+from zoo_ref.layers import activation, rms_norm
 
 from . import ops  # noqa: F401  (registers torch.ops.zoo.*)
 from .linears import _add
@@ -25,12 +23,8 @@ _silu = activation("silu")
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
-def _norm(x, g, eps):
-    return RMSNorm.forward(SimpleNamespace(weight=g, eps=eps), x)  # zoo_ref's own forward
-
-
 def _search_norm(x, g, w, eps):
-    return torch.ops.zoo.gemv(_norm(x, g, eps).view(1, -1), w, None)
+    return torch.ops.zoo.gemv(rms_norm(x, g, eps).view(1, -1), w, None)
 
 
 def _replace_norm(x, g, w, eps):
@@ -38,7 +32,7 @@ def _replace_norm(x, g, w, eps):
 
 
 def _search_norm_bias(x, g, w, bias, eps):
-    return torch.ops.zoo.gemv(_norm(x, g, eps).view(1, -1), w, bias)
+    return torch.ops.zoo.gemv(rms_norm(x, g, eps).view(1, -1), w, bias)
 
 
 def _replace_norm_bias(x, g, w, bias, eps):

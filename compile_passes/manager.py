@@ -66,8 +66,7 @@ class ZooPassManager(CustomGraphPass):
             writes = fold_cache_writes(graph)  # ... which then writes k and v into the caches itself
             counts["rope_cache"] = len(writes)
             self.sites.update(("rope_cache", site) for site in writes)
-            counts["rope_unpaired"] = sum(n.target in (torch.ops.zoo.rotary.default, torch.ops.zoo.norm_rotary.default)
-                                          for n in graph.nodes)
+            counts["rope_unpaired"] = sum(_kernel_kind(n) == "rope_unpaired" for n in graph.nodes)
             for node in graph.nodes:
                 kind = _kernel_kind(node)
                 if kind in ("rope", "rope_unpaired"):

@@ -6,14 +6,13 @@ TRITON_INTERPRET=1).
 """
 import functools
 import inspect
-from types import SimpleNamespace
 from typing import Optional
 
 import torch
 from torch import Tensor
 
 from zoo_ref.deepseek.mla import token_slots, write_cache
-from zoo_ref.layers import RMSNorm, activation, apply_rotary, rms_normalize, rotate
+from zoo_ref.layers import activation, apply_rotary, rms_norm, rotate
 
 silu = activation("silu")
 
@@ -51,16 +50,11 @@ def _rope_pair_cuda(q, k, cos, sin):
     return rope_pair_triton(q, k, cos, sin)
 
 
-def _normed(x, w, eps):
-    """zoo_ref's RMSNorm.forward with weight w (per head: x [..., H, D], w [D])."""
-    return RMSNorm.forward(SimpleNamespace(weight=w, eps=eps), x)
-
-
 @torch.library.custom_op("zoo::norm_rope_pair", mutates_args=())
 def norm_rope_pair(q: Tensor, k: Tensor, q_weight: Tensor, k_weight: Tensor, eps: float, cos: Tensor,
                    sin: Tensor) -> tuple[Tensor, Tensor]:
     """zoo::rope_pair of q and k RMSNorm'ed per head first (Qwen3's q_norm / k_norm), as new contiguous tensors."""
-    rq, rk = apply_rotary(_normed(q, q_weight, eps), _normed(k, k_weight, eps), cos, sin)
+    rq, rk = apply_rotary(rms_norm(q, q_weight, eps), rms_norm(k, k_weight, eps), cos, sin)
     return rq.contiguous(), rk.contiguous()
 
 
@@ -100,7 +94,7 @@ def _norm_rope_cache_cuda(q, k, v, q_weight, k_weight, eps, cos, sin, k_cache, v
 @torch.library.custom_op("zoo::norm_rotary", mutates_args=())
 def norm_rotary(x: Tensor, w: Tensor, eps: float, cos: Tensor, sin: Tensor) -> Tensor:
     """RoPE of x RMSNorm'ed per head: the RoPE pass's match, before it pairs q with k into zoo::norm_rope_pair."""
-    return rotate(_normed(x, w, eps), cos, sin).contiguous()
+    return rotate(rms_norm(x, w, eps), cos, sin).contiguous()
 
 
 @norm_rotary.register_fake
@@ -159,7 +153,7 @@ def gemv_fused(x: Tensor, w: Tensor, bias: Optional[Tensor], gate: Optional[Tens
     residual + linear(RMSNorm_norm(silu(gate) * x)) where each part is there only if its operand is given."""
     u = x if gate is None else silu(gate) * x
     if norm is not None:
-        u = norm * rms_normalize(u, eps)
+        u = rms_norm(u, norm, eps)
     y = torch.nn.functional.linear(u, w, bias)
     return y if residual is None else residual + y
 

@@ -15,13 +15,12 @@ norms' own kernels and their writes go; in a batch-1 decode step, 2 of ~11 kerne
 """
 import operator
 from collections import defaultdict
-from types import SimpleNamespace
 
 import torch
 from torch._higher_order_ops.auto_functionalize import auto_functionalized
 from torch._inductor.pattern_matcher import stable_topological_sort
 
-from zoo_ref.layers import RMSNorm, rotate
+from zoo_ref.layers import rms_norm, rotate
 
 from . import ops  # noqa: F401  (registers torch.ops.zoo.*)
 from .patterns import Replacement, site_of
@@ -42,7 +41,7 @@ def _shapes_ok(match) -> bool:
 
 
 def _search_norm(x, w, cos, sin, eps):
-    return rotate(RMSNorm.forward(SimpleNamespace(weight=w, eps=eps), x), cos, sin)  # zoo_ref's own forward
+    return rotate(rms_norm(x, w, eps), cos, sin)
 
 
 def _replace_norm(x, w, cos, sin, eps):
@@ -173,8 +172,7 @@ def fold_cache_writes(graph: torch.fx.Graph) -> list:
         v_put = v_puts[0]
         v_cache, _, v = _cache_write(v_put)
         q, k, qw, kw, eps, cos, sin = node.args
-        first = min((k_put, v_put), key=lambda n: list(graph.nodes).index(n))
-        with graph.inserting_before(first):
+        with graph.inserting_before(k_put):  # wherever: stable_topological_sort below orders it after v's inputs
             call = graph.call_function(auto_functionalized, (torch.ops.zoo.norm_rope_cache_.default,),
                                        {"q": q, "k": k, "v": v, "q_weight": qw, "k_weight": kw, "eps": eps,
                                         "cos": cos, "sin": sin, "k_cache": k_cache, "v_cache": v_cache,

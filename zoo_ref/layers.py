@@ -20,7 +20,12 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x):
-        return self.weight * rms_normalize(x, self.eps)
+        return rms_norm(x, self.weight, self.eps)
+
+
+def rms_norm(x, weight, eps: float):
+    """RMSNorm of x's last dim with `weight` (RMSNorm.forward, as a function: zoo's fused kernels take it as is)."""
+    return weight * rms_normalize(x, eps)
 
 
 def rms_normalize(x, eps: float):
@@ -81,5 +86,5 @@ def relative_error(a, b) -> float:
     return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
-__all__ = ["RMSNorm", "rms_normalize", "rotate_half", "rotate", "apply_rotary", "attention", "activation", "inv_freq",
+__all__ = ["RMSNorm", "rms_norm", "rms_normalize", "rotate_half", "rotate", "apply_rotary", "attention", "activation", "inv_freq",
            "relative_error"]

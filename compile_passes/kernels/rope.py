@@ -91,8 +91,8 @@ def rope_cache_triton(q, k, v, q_weight, k_weight, eps, cos, sin, k_cache, v_cac
     q_out = q.new_empty(q.shape)
     views = [_tokens_view(x) for x in (q, k, v)]
     if any(x is None or x.stride(-1) != 1 for x in views) or cos.numel() != b * t * d:  # unusual layout: unfused
-        from zoo_ref.layers import RMSNorm, rotate
-        rq, rk = (rotate(RMSNorm.forward(_Norm(w, eps), x) if w is not None else x, cos, sin)
+        from zoo_ref.layers import rms_norm, rotate
+        rq, rk = (rotate(rms_norm(x, w, eps) if w is not None else x, cos, sin)
                   for x, w in ((q, q_weight), (k, k_weight)))
         q_out.copy_(rq)
         k_cache.index_copy_(2, slot, rk.transpose(1, 2))
@@ -133,10 +133,10 @@ def rope_triton(q, k, cos, sin, q_out=None, k_out=None, q_weight=None, k_weight=
           and cos.numel() == n_tok * d)
     norm = q_weight is not None
     if not ok:  # unusual layout: same math, unfused
-        from zoo_ref.layers import RMSNorm, rotate
+        from zoo_ref.layers import rms_norm, rotate
         for x, out, w in ((q, q_out, q_weight), (k, k_out, k_weight)):
             if x is not None:
-                out.copy_(rotate(RMSNorm.forward(_Norm(w, eps), x) if norm else x, cos, sin))
+                out.copy_(rotate(rms_norm(x, w, eps) if norm else x, cos, sin))
         return
     q3, qo3, k3, ko3 = views
     cos2, sin2 = cos.reshape(n_tok, d).contiguous(), sin.reshape(n_tok, d).contiguous()
@@ -148,13 +148,6 @@ def rope_triton(q, k, cos, sin, q_out=None, k_out=None, q_weight=None, k_weight=
                            k3.shape[1], HALF=half, NORM=norm,
                            BLOCK_H=triton.next_power_of_2(max(q3.shape[1], k3.shape[1])),
                            BLOCK_D=triton.next_power_of_2(half))
-
-
-class _Norm:
-    """zoo_ref's RMSNorm.forward needs only these two attributes."""
-
-    def __init__(self, weight, eps):
-        self.weight, self.eps = weight, eps
 
 
 def rope_pair_triton(q, k, cos, sin, q_weight=None, k_weight=None, eps=0.0):
