@@ -1,6 +1,7 @@
 """One fresh process of the compile-cache test (tests/zoo/test_compile_cache.py): build the tiny Qwen3-VL, compile
 it with the given cache dir and passes, generate from an image prompt; print one JSON line with the seconds from
-zoo.compile to the first result, the tokens and logits, and what zoo.explain reports.
+zoo.compile to the first result, the tokens and logits, what zoo.explain reports, and torch's own counters of
+Inductor / AOTAutograd cache hits and misses (what the process compiled, independent of zoo's bookkeeping).
 
     python -m tests.zoo.cache_child CACHE_DIR PASSES [EXTRA_TEXT_TOKENS [EXPORT_FILE [IMPORT_FILE]]]"""
 import json
@@ -35,11 +36,13 @@ def main(cache_dir, passes, extra_text=0, export=None, install=None):
                                        eos_token_id=[], return_logits=True)
     seconds = time.perf_counter() - start
     report = zoo.explain(compiled)
+    caches = {f"{group}.{k}": v for group in ("inductor", "aot_autograd")
+              for k, v in torch._dynamo.utils.counters[group].items() if "cache" in k}
     if export:
         zoo.export_cache(export, cache_dir)
     print(json.dumps({"seconds": seconds, "tokens": tokens.tolist(), "logits": logits.flatten().tolist(),
                       "per_graph": report.per_graph, "sites": {k: dict(v) for k, v in report.sites.items()},
-                      "from_cache": report.from_cache,
+                      "from_cache": report.from_cache, "torch_caches": caches,
                       "patterns_traced": sum(len(r.patterns) for r in compiled.compiler.manager.replacements)}))
 
 

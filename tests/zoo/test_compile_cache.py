@@ -1,6 +1,7 @@
 """Compiled graphs persist across processes (zoo/cache.py): a second fresh process sharing the cache directory
-loads them, gives bit-identical results and the same zoo.explain, in a fraction of the first one's time; a change
-to the passes (part of every graph's key) misses."""
+loads them and compiles nothing (torch's own cache counters say so), gives bit-identical results and the same
+zoo.explain; a change to the passes (part of every graph's key) misses. How much faster a warm start is, is measured
+by bench/cold_start.py, not asserted here: wall time on a shared CI machine is not a test."""
 import json
 import os
 import subprocess
@@ -36,7 +37,14 @@ def two_runs(tmp_path_factory):
 def test_second_process_loads_the_graphs(two_runs):
     _, cold, warm, _ = two_runs
     assert not any(cold["from_cache"].values()) and all(warm["from_cache"].values()), (cold, warm)
-    assert warm["seconds"] <= 0.35 * cold["seconds"], (cold["seconds"], warm["seconds"])
+    # torch's counters, not zoo's: the cold process compiled (and stored) every graph, the warm one compiled none
+    graphs = len(cold["from_cache"])
+    assert cold["torch_caches"].get("inductor.fxgraph_cache_miss", 0) >= graphs, cold["torch_caches"]
+    assert cold["torch_caches"].get("inductor.fxgraph_cache_hit", 0) == 0, cold["torch_caches"]
+    assert warm["torch_caches"].get("inductor.fxgraph_cache_hit", 0) >= graphs, warm["torch_caches"]
+    for counter in ("inductor.fxgraph_cache_miss", "inductor.fxgraph_cache_bypass",
+                    "aot_autograd.autograd_cache_miss", "aot_autograd.autograd_cache_bypass"):
+        assert warm["torch_caches"].get(counter, 0) == 0, (counter, warm["torch_caches"])
     # the passes' patterns are traced only when a graph is compiled: never on a warm start
     assert cold["patterns_traced"] > 0 and warm["patterns_traced"] == 0, (cold, warm)
 
