@@ -87,41 +87,57 @@ class CompiledMLA:
         else:  # values checked by the step itself (flags), read once it has run
             self.mla.check_shapes(x, cache, start_pos, seq_lens)
         self.packed.check()
-        lengths = to_device(torch.stack([start_pos, seq_lens]), x.device)  # [2, B]: start_pos, seq_lens
+        lengths = torch.stack([start_pos, seq_lens])  # [2, B]: start_pos, seq_lens, where the caller has them
         step = self._steps[(mode, "decode" if t == 1 else "prefill")]
         bucket = 1 if t == 1 else length_bucket(t)
-        if not (self.cuda_graphs and (t == 1 or (on_host and bucket <= GRAPH_MAX_T))):
+        if self.cuda_graphs and (t == 1 or (on_host and bucket <= GRAPH_MAX_T)):
+            y, flags = self._replay(step, x, cache, lengths, (mode, bucket))
+            y = y.clone() if t == bucket else y[:, :t].clone()
+        else:
             if t > 1:
                 torch._dynamo.mark_dynamic(x, 1)
+            lengths = to_device(lengths, x.device)
             y, flags = step(x, cache.kv, cache.pe, lengths[0], lengths[1])
-        else:
-            # A graph bakes in the cache's addresses and shapes. Keyed by both, a cache allocated where a freed
-            # one lived either matches it exactly or gets its own graph; a cache's graphs go when it does.
-            # Prefill pads x to the bucket: seq_lens (checked on the host against the real T) leaves the padding
-            # tokens out of the cache and the attention.
-            while self._dead:
-                dead = self._dead.pop()
-                for key in [k for k in self._inputs if k[2:] == dead]:
-                    self._inputs.pop(key)
-                    self.graphs.drop(key)
-            cache_key = tuple((buf.data_ptr(), tuple(buf.shape), buf.stride()) for buf in (cache.kv, cache.pe))
-            key = (mode, bucket, *cache_key)
-            if key not in self._inputs:
-                if not any(k[2:] == cache_key for k in self._inputs):  # this cache's first graph: watch it once
-                    weakref.finalize(cache.kv, self._forget, cache_key)
-                self._inputs[key] = StaticBuffers(x=x.new_zeros(b, bucket, x.shape[2]), lengths=lengths)
-                if bucket > 1:
-                    torch._dynamo.mark_dynamic(self._inputs[key].x, 1)  # one prefill graph for every bucket
-            inputs = self._inputs[key]
-            inputs.x[:, :t].copy_(x)
-            inputs.x[:, t:].zero_()
-            inputs.lengths.copy_(lengths)
-            y, flags = self.graphs.run(key, step, inputs.x, cache.kv, cache.pe, inputs.lengths[0], inputs.lengths[1],
-                                       state=inputs)
-            y = y[:, :t].clone()
         if not on_host:  # waits for the step: the one sync
             raise_for_flags(flags.tolist(), t, cache.max_len, start_pos, seq_lens)
         return y
+
+    def _replay(self, step, x, cache, lengths, graph):
+        """The step's CUDA graph for `graph` = (mode, query bucket) and this cache, inputs copied in: x padded to the
+        bucket with zeros (seq_lens, checked against the real T, leaves the padding tokens out of the cache and the
+        attention), the lengths straight from where they are (a host copy from pinned memory, no device read)."""
+        # A graph bakes in the cache's addresses and shapes. Keyed by both, a cache allocated where a freed one
+        # lived either matches it exactly or gets its own graph; a cache's graphs go when it does.
+        while self._dead:
+            dead = self._dead.pop()
+            for key in [k for k in self._inputs if k[2] == dead]:
+                self._inputs.pop(key)
+                self.graphs.drop(key)
+        kv, pe = cache.kv, cache.pe
+        cache_key = (kv.data_ptr(), pe.data_ptr(), kv.shape, pe.shape, kv.stride(), pe.stride())
+        key = (*graph, cache_key)
+        static = self._inputs.get(key)
+        if static is None:
+            if not any(k[2] == cache_key for k in self._inputs):  # this cache's first graph: watch it once
+                weakref.finalize(kv, self._forget, cache_key)
+            b, bucket = x.shape[0], graph[1]
+            buffers = StaticBuffers(x=x.new_zeros(b, bucket, x.shape[2]),
+                                    lengths=lengths.new_zeros(2, b, device=x.device))
+            if bucket > 1:
+                torch._dynamo.mark_dynamic(buffers.x, 1)  # one prefill graph for every bucket
+            # held as plain tensors: a module's attribute lookups and the two row views cost host time every call
+            static = self._inputs[key] = (buffers, buffers.x, buffers.lengths, *buffers.lengths.unbind(0))
+        buffers, x_in, lengths_in, start_in, lens_in = static
+        t = x.shape[1]
+        if t == x_in.shape[1]:
+            x_in.copy_(x)
+        else:
+            x_in[:, :t].copy_(x)
+            x_in[:, t:].zero_()
+        if lengths.device.type == "cpu" and lengths_in.is_cuda:  # torch's host allocator keeps it until copied
+            lengths = lengths.pin_memory()
+        lengths_in.copy_(lengths, non_blocking=True)
+        return self.graphs.run(key, step, x_in, kv, pe, start_in, lens_in, state=buffers)
 
     forward = __call__
 

@@ -59,7 +59,9 @@ class PackedWeights:
 
     @staticmethod
     def _ptrs(lin):
-        return lin.weight.data_ptr(), None if lin.bias is None else lin.bias.data_ptr()
+        # the parameters dict, not Module.__getattr__: check() runs on every call (an MLA step's host time)
+        weight, bias = lin._parameters["weight"], lin._parameters.get("bias")
+        return weight.data_ptr(), None if bias is None else bias.data_ptr()
 
     def check(self):
         for linears, ptrs in self.groups:

@@ -86,5 +86,5 @@ def relative_error(a, b) -> float:
     return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
-__all__ = ["RMSNorm", "rms_norm", "rms_normalize", "rotate_half", "rotate", "apply_rotary", "attention", "activation", "inv_freq",
-           "relative_error"]
+__all__ = ["RMSNorm", "rms_norm", "rms_normalize", "rotate_half", "rotate", "apply_rotary", "attention", "activation",
+           "inv_freq", "relative_error"]

@@ -201,3 +201,50 @@ def test_batch_one_decode_runs_its_linears_as_gemvs():
     # q_a + kv_a (packed, one GEMV), q_b, o_proj; absorbed attention's kv_b products are einsums, not linears
     assert name == "mla[absorb, decode]" and counts["gemv"] == 3 and counts["linears"] == 1, (name, counts)
     assert counts["gemv_norm"] == 1, counts  # q_a_layernorm folded into q_b's GEMV
+
+
+class EagerGraphs:
+    """GraphRunner's interface without CUDA: run() calls the step on the graph's input buffers it is given (what a
+    replay reads), so the CPU suite checks what CompiledMLA stages into them and which graphs it keeps and drops."""
+
+    def __init__(self):
+        self.runs, self.dropped = [], []
+
+    def run(self, key, fn, *args, state=None):
+        self.runs.append(key)
+        return fn(*args)
+
+    def drop(self, key):
+        self.dropped.append(key)
+
+
+@pytest.mark.skipif(DEVICE.type == "cuda", reason="the real CUDA graphs run in the tests above")
+def test_graph_path_stages_each_call_into_its_caches_buffers():
+    """Decode through the graph path (its buffers, here run eagerly): chained steps on caches of several sizes, one
+    freed where the next one lands, equal the reference; one graph per cache, a freed cache's graph dropped."""
+    mla = randomize_(MLA(MLAConfig.from_dict(CONFIG)), seed=6).eval()
+    compiled = zoo.compile(mla)
+    compiled.cuda_graphs, compiled.graphs = True, EagerGraphs()
+    g, generations = torch.Generator().manual_seed(8), []
+    for max_len in (8, 16, 8):
+        cache, ref_cache = mla.new_cache(2, max_len), mla.new_cache(2, max_len)
+        cache.kv.copy_(torch.randn(cache.kv.shape, generator=g))
+        cache.pe.copy_(torch.randn(cache.pe.shape, generator=g))
+        ref_cache.kv.copy_(cache.kv)
+        ref_cache.pe.copy_(cache.pe)
+        out = ref = torch.rand(2, 1, 64, generator=g)
+        for pos in range(3):
+            start, one = torch.tensor([pos, max_len - 4 + pos]), torch.ones(2, dtype=torch.long)
+            with torch.no_grad():
+                ref = mla(ref, ref_cache, start, one)
+            out = compiled(out, cache, start, one)
+            assert relative_error(out, ref) < 1e-4, (max_len, pos)
+        torch.testing.assert_close(cache.kv, ref_cache.kv, rtol=1e-5, atol=1e-6)
+        with pytest.raises(ValueError, match="cache overflow"):  # flags read back; nothing written
+            compiled(out, cache, torch.tensor([0, max_len]), one)
+        generations.append(set(compiled.graphs.runs))
+        compiled.graphs.runs.clear()
+        del cache, ref_cache
+    assert all(len(keys) == 1 and next(iter(keys))[:2] == ("absorb", 1) for keys in generations), generations
+    # each cache's graph is dropped once it is freed (before a new cache can take its address), in order
+    assert compiled.graphs.dropped == [next(iter(keys)) for keys in generations[:2]], generations

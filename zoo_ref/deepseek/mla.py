@@ -110,11 +110,16 @@ class MLA(nn.Module):
         return q_nope, q_pe, self.kv_a_layernorm(latent), k_pe[:, :, 0, :]
 
     def check_inputs(self, x, cache, start_pos, seq_lens):
-        """Shapes, then values (a device read, unless start_pos / seq_lens are on the CPU)."""
+        """Shapes, then values: host lengths in plain Python (no torch op: these checks are most of a graphed
+        call's host time), device lengths with one device read for both checks."""
         self.check_shapes(x, cache, start_pos, seq_lens)
-        t = x.shape[1]
-        raise_for_flags(value_flags(t, cache.max_len, start_pos, seq_lens).tolist(), t, cache.max_len, start_pos,
-                        seq_lens)  # one device read for both checks (none for CPU lengths)
+        t, max_len = x.shape[1], cache.max_len
+        if start_pos.device.type == "cpu":
+            rows = list(zip(start_pos.tolist(), seq_lens.tolist()))
+            flags = (any(s < 0 or n < 0 or n > t for s, n in rows), any(s + n > max_len for s, n in rows))
+        else:
+            flags = value_flags(t, max_len, start_pos, seq_lens).tolist()
+        raise_for_flags(flags, t, max_len, start_pos, seq_lens)
 
     def default_lengths(self, x, cache, start_pos, seq_lens, mode):
         """Types first (before anything touches the arguments), then seq_lens' default (T for every row)."""
@@ -135,29 +140,29 @@ class MLA(nn.Module):
     def check_shapes(self, x, cache, start_pos, seq_lens):
         """Everything checkable without reading device values."""
         c, b = self.config, x.shape[0]
+        kv, weight = cache.kv, self.kv_b_proj.weight  # module attributes: looked up once (a call's host time)
         if x.ndim != 3 or x.shape[-1] != c.hidden_size:
             raise InputError(f"x must be [B, T, {c.hidden_size}], got {tuple(x.shape)}")
         if not x.is_floating_point():
             raise InputTypeError(f"x must be a floating-point tensor, got {x.dtype}")
-        for name, width in (("kv", c.kv_lora_rank), ("pe", c.qk_rope_head_dim)):
-            buf = getattr(cache, name)
-            if buf.ndim != 3 or buf.shape[-1] != width or buf.shape[:2] != cache.kv.shape[:2]:
+        for name, buf, width in (("kv", kv, c.kv_lora_rank), ("pe", cache.pe, c.qk_rope_head_dim)):
+            if buf.ndim != 3 or buf.shape[-1] != width or buf.shape[:2] != kv.shape[:2]:
                 raise InputError(f"cache.{name} must be [B, max_len, {width}] for this MLA (kv_lora_rank "
                                  f"{c.kv_lora_rank}, rope dim {c.qk_rope_head_dim}), got {tuple(buf.shape)}: a cache "
                                  "of another config?")
-        if cache.kv.shape[0] != b:
-            raise InputError(f"cache holds {cache.kv.shape[0]} rows but x has batch {b}")
+        if kv.shape[0] != b:
+            raise InputError(f"cache holds {kv.shape[0]} rows but x has batch {b}")
         for name, v in (("start_pos", start_pos), ("seq_lens", seq_lens)):
             if v.shape != (b,) or v.dtype != torch.long:
                 raise InputError(f"{name} must be a LongTensor of shape [{b}], got {v.dtype} {tuple(v.shape)}")
-        if x.dtype != cache.kv.dtype or x.dtype != self.kv_b_proj.weight.dtype:
-            raise InputError(f"dtype mismatch: x {x.dtype}, cache {cache.kv.dtype}, weights "
-                             f"{self.kv_b_proj.weight.dtype}")
-        if not (x.device == cache.kv.device == self.kv_b_proj.weight.device) or start_pos.device != seq_lens.device \
-                or start_pos.device not in (x.device, torch.device("cpu")):
-            raise InputError(f"device mismatch: x {x.device}, cache {cache.kv.device}, weights "
-                             f"{self.kv_b_proj.weight.device}, start_pos {start_pos.device}, seq_lens "
-                             f"{seq_lens.device} (start_pos and seq_lens: both on x's device or both on the CPU)")
+        if x.dtype != kv.dtype or x.dtype != weight.dtype:
+            raise InputError(f"dtype mismatch: x {x.dtype}, cache {kv.dtype}, weights {weight.dtype}")
+        lengths_on = start_pos.device
+        if not (x.device == kv.device == weight.device) or lengths_on != seq_lens.device \
+                or (lengths_on != x.device and lengths_on.type != "cpu"):
+            raise InputError(f"device mismatch: x {x.device}, cache {kv.device}, weights {weight.device}, start_pos "
+                             f"{start_pos.device}, seq_lens {seq_lens.device} (start_pos and seq_lens: both on x's "
+                             "device or both on the CPU)")
 
     # ------------------------------------------------------------------ forward
     def forward(self, x, cache: MLACache, start_pos, seq_lens=None, mode="absorb"):
