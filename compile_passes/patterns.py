@@ -18,12 +18,14 @@ _LAYER = re.compile(r"(layers|blocks)[.\[]'?(\d+)")
 
 
 def site_of(node) -> str:
-    """The layer a graph node belongs to ('layers.3', 'blocks.0'; '-' outside any), from its module stack."""
-    for path, _ in reversed(list((node.meta.get("nn_module_stack") or {}).values())):
-        m = _LAYER.search(str(path))
+    """The layer a graph node belongs to ('layers.3', 'blocks.0'; 'lm_head' for the output projection and what
+    fuses into it; '-' elsewhere), from its module stack."""
+    stack = [str(path) for path, _ in (node.meta.get("nn_module_stack") or {}).values()]
+    for path in reversed(stack):
+        m = _LAYER.search(path)
         if m:
             return f"{m.group(1)}.{m.group(2)}"
-    return "-"
+    return "lm_head" if stack and stack[-1].endswith(".lm_head") else "-"
 
 
 def _layout_key(x):

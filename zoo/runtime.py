@@ -3,9 +3,9 @@ prefill (dynamic length) and decode (per batch bucket, sampling settings as grap
 regions (zoo/regions.py: one layer's graph runs every layer), hand-captured CUDA graphs of whole steps, packed-weight
 checks and pattern recording. The generate loop is zoo_ref's own (decode_loop).
 
-A model joins through zoo_ref's generation interface (`embed`, `rope_positions`, `decode_positions`,
-`decode_hidden`, `text_config`, `banned_token_ids`, declared `packed_groups`): `CompiledDecoder` serves every
-`zoo_ref.causal_lm.CausalLM` (Qwen3, Qwen2) as is; Qwen3-VL adds its vision encoder in zoo/qwen3_vl.py.
+A model joins through zoo_ref's generation interface (`embed`, `rope_positions`, `decode_positions`, `decoder`
+(a DecoderModel), `lm_head`, `text_config`, `banned_token_ids`, declared `packed_groups`): `CompiledDecoder` serves
+every `zoo_ref.causal_lm.CausalLM` (Qwen3, Qwen2) as is; Qwen3-VL adds its vision encoder in zoo/qwen3_vl.py.
 """
 import functools
 from typing import NamedTuple
@@ -156,26 +156,32 @@ class CompiledDecoder:
         """last: [1] index of the prompt's last token (a prompt padded to a length bucket ends before x does)."""
         slots = torch.arange(x.shape[1], device=x.device)
         h = self.model.decoder(x, positions, (key_start, key_end), deepstack.unbind(0), caches, slots,
-                               layers.decoder_layer)
-        return self.model.lm_head(h if all_logits else h.index_select(1, last)[:, 0])
+                               layers.decoder_layer, norm=False)
+        return self._head(h if all_logits else h.index_select(1, last)[:, 0])
 
     def _extend_fn(self, layers, caches, x, positions, deepstack, key_start, key_end, last, query_slots):
         """A prompt's suffix after a prefix already in the cache: its tokens at query_slots attend to every slot
         of the window before them (decode's structure, several queries). last: [1] index of its last token."""
         h = self.model.decoder(x, positions, (key_start, key_end), deepstack.unbind(0), caches, query_slots,
-                               layers.decoder_layer)
-        return self.model.lm_head(h.index_select(1, last)[:, 0])
+                               layers.decoder_layer, norm=False)
+        return self._head(h.index_select(1, last)[:, 0])
+
+    def _head(self, h):
+        """The final norm and the lm_head: per token, so a prompt's last token is the only one normed."""
+        return self.model.lm_head(self.model.decoder.norm(h))
 
     def _decode_fn(self, layers, sample, caches, state):
         x = self.model.decoder.embed_tokens(state.tokens[:, None])
         window = (state.key_start, (state.slot + 1).expand_as(state.key_start))
-        logits = self.model.decode_hidden(x, self.model.decode_positions(state.positions), window, caches=caches,
-                                          cache_pos=state.slot, layer_fn=layers.decoder_layer)[:, -1]
-        sample(logits, state)
-        return logits
+        h = self.model.decoder(x, self.model.decode_positions(state.positions), window, (), caches, state.slot,
+                               layers.decoder_layer, norm=False)
+        return sample(h, state)
 
-    def _sample_fn(self, logits, state, any_sampled=True):
-        """The next tokens from the decode logits, and the step's state advanced."""
+    def _sample_fn(self, h, state, any_sampled=True):
+        """The step's head and sampling in one compiled graph: the final norm and lm_head (in a batch-1 step the
+        norm folds into the lm_head's GEMV instead of eight eager kernels), the next tokens, the state advanced.
+        h: [B, 1, hidden] the last layer's output -> logits [B, vocab]."""
+        logits = self._head(h)[:, -1]
         token = sample_next(logits, state.seen, params_of(state), state.step, self.banned, keep_threshold_op,
                             split_argmax, any_sampled)
         state.seen.scatter_(1, token[:, None], True)
@@ -183,6 +189,7 @@ class CompiledDecoder:
         state.positions.add_(1)
         state.slot.add_(1)
         state.step.add_(1)
+        return logits
 
     def _layer_sites(self) -> dict:
         """id(layer module) -> its name in explain's sites."""

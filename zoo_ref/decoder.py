@@ -258,10 +258,11 @@ class DecoderModel(nn.Module):
         self.layer_types = layer_types(c)
         self.windows = tuple(c.sliding_window if t == "sliding_attention" else 0 for t in self.layer_types)
 
-    def forward(self, x, positions, mask, deepstack=(), caches=None, cache_pos=None, layer_fn=None):
+    def forward(self, x, positions, mask, deepstack=(), caches=None, cache_pos=None, layer_fn=None, norm=True):
         """x: [B, T, hidden] embeddings; positions: what the rotary module takes ([B, T], or [3, B, T] for
         M-RoPE); mask: bool [B, 1, T, S]; deepstack: per level [B, T, hidden] added after layers 0, 1, ...
-        (Qwen3-VL's visual features; empty for text models). Returns the final-norm hidden states.
+        (Qwen3-VL's visual features; empty for text models). Returns the final-norm hidden states (norm=False:
+        the states before it; zoo.compile runs the norm where the lm_head runs).
         layer_fn: how one layer runs (default `run_layer` below; zoo.compile passes its compiled region, which
         takes `mask` in a form of its own: what it builds the mask from)."""
         cos, sin = self.rotary_emb(positions, x.dtype)
@@ -270,7 +271,7 @@ class DecoderModel(nn.Module):
                                         self.windows[i])
             if i < len(deepstack):
                 x = x + deepstack[i]
-        return self.norm(x)
+        return self.norm(x) if norm else x
 
 
 def run_layer(layer: DecoderLayer, x, cos, sin, mask, cache, cache_pos, window: int):
