@@ -7,7 +7,7 @@ from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 EXPECT = {"qwen3_vl_tour.ipynb": ["same tokens: True", "zoo.explain", "decode[b=1]",
-                                  "same tokens as the reference: True", "from the cache"],
+                                  "same tokens as the reference: True", "from the cache", "lm_head"],
           "mla_explorer.ipynb": ["relative difference absorbed vs naive", "padding rows are zero: True"],
           "passes_walkthrough.ipynb": ["compiled == reference", "zoo.attention", "zoo.norm_rope_pair"]}
 
