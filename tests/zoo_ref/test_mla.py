@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from tests.strategies import hf_mla, mla_config_dicts
 from zoo_ref.deepseek import MLA, MLAConfig, MLAConfigError
+from zoo_ref.deepseek.mla import host_value_flags, value_flags
 from zoo_ref.layers import relative_error
 
 WORST = {"rel_err": 0.0}
@@ -234,3 +235,13 @@ def test_from_pretrained_loads_one_layer_of_a_sharded_deepseek_checkpoint(tmp_pa
     save_file(tensors, str(fp8 / "model.safetensors"))
     with pytest.raises(CheckpointError, match="in FP8 .*dequantize the checkpoint to bf16 first"):
         MLA.from_pretrained(fp8, layer=0)
+
+
+@given(t=st.integers(0, 6), max_len=st.integers(0, 12),
+       rows=st.lists(st.tuples(st.integers(-2, 14), st.integers(-2, 8)), min_size=1, max_size=4))
+def test_host_value_checks_equal_the_device_flags(t, max_len, rows):
+    """The two forms of the value checks (plain Python for host lengths, torch ops for device lengths: the compiled
+    step computes them in its graph) flag the same inputs."""
+    starts, lens = [s for s, _ in rows], [n for _, n in rows]
+    device = value_flags(t, max_len, torch.tensor(starts), torch.tensor(lens)).tolist()
+    assert host_value_flags(t, max_len, starts, lens) == device

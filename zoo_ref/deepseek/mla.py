@@ -115,8 +115,7 @@ class MLA(nn.Module):
         self.check_shapes(x, cache, start_pos, seq_lens)
         t, max_len = x.shape[1], cache.max_len
         if start_pos.device.type == "cpu":
-            rows = list(zip(start_pos.tolist(), seq_lens.tolist()))
-            flags = (any(s < 0 or n < 0 or n > t for s, n in rows), any(s + n > max_len for s, n in rows))
+            flags = host_value_flags(t, max_len, start_pos.tolist(), seq_lens.tolist())
         else:
             flags = value_flags(t, max_len, start_pos, seq_lens).tolist()
         raise_for_flags(flags, t, max_len, start_pos, seq_lens)
@@ -210,6 +209,12 @@ def value_flags(t, max_len, start_pos, seq_lens):
     """bool [2]: (a length or start out of range, the cache would overflow), computed on the device."""
     bad_range = ((seq_lens < 0) | (seq_lens > t) | (start_pos < 0)).any()
     return torch.stack([bad_range, (start_pos + seq_lens > max_len).any()])
+
+
+def host_value_flags(t, max_len, starts: list, lens: list):
+    """value_flags for lengths on the host, in plain Python (no torch op per check)."""
+    rows = list(zip(starts, lens))
+    return [any(s < 0 or n < 0 or n > t for s, n in rows), any(s + n > max_len for s, n in rows)]
 
 
 def raise_for_flags(flags, t, max_len, start_pos, seq_lens):
