@@ -16,7 +16,7 @@ from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_file
 from zoo_ref.errors import InputError
 
 from .attention import attention_replacements
-from .epilogues import fold_gemm_residuals, gelu_epilogue_replacements
+from .epilogues import gelu_epilogue_replacements
 from .gemv_fusion import drop_dead_views, fold_residuals, gemv_fusion_replacements
 from .linears import merge_sibling_mms, one_row_gemvs
 from .patterns import record_call_sites, site_of
@@ -24,8 +24,7 @@ from .rope import fold_cache_writes, pair_qk, rope_replacements
 from .windows import attend_by_window, masks_left
 
 PASSES = {"attention": attention_replacements, "rope": rope_replacements,
-          # a GELU epilogue pattern; then (not patterns) merging mm's whose weights zoo packed, one-row GEMVs,
-          # a graph-ending residual in its linear's epilogue
+          # a GELU epilogue pattern; then (not patterns) merging mm's whose weights zoo packed, one-row GEMVs
           "linears": gelu_epilogue_replacements}
 aten = torch.ops.aten
 _ROOT = Path(__file__).resolve().parents[1]
@@ -87,9 +86,6 @@ class ZooPassManager(CustomGraphPass):
                 residuals = fold_residuals(graph)
                 counts["gemv_residual"] = len(residuals)
                 self.sites.update(("gemv_residual", site) for site in residuals)
-            residual_mms = fold_gemm_residuals(graph)  # multi-row linears ending the graph: residual as C
-            counts["gemm_residual"] = len(residual_mms)
-            self.sites.update(("gemm_residual", site) for site in residual_mms)
         self.log.append((self.current, counts))
 
     def checkpoint(self):

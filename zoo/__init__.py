@@ -16,9 +16,9 @@ def compile(model, max_batch_size=8, max_seq_len=2048, dtype=None, cuda_graphs=T
     CUDA-graph decode on GPU. dtype: cast a copy of the model (otherwise the model is used as is).
     passes: "attention", "rope", "linears" (the last packs sibling weights, e.g. q/k/v, into one buffer in
     place: the parameters become views of it, their values and the model's results unchanged; it also runs
-    one-row linears as a GEMV, with the RMSNorm / SwiGLU before and the residual add after folded in, a tanh
-    GELU after a linear and a layer's closing residual add in the matmul's epilogue; "rope" also folds Qwen3's q/k
-    norms and, in decode, the K/V cache writes into its kernel).
+    one-row linears as a GEMV, with the RMSNorm / SwiGLU before and the residual add after folded in, and a tanh
+    GELU after a linear in the matmul's epilogue; "rope" also folds Qwen3's q/k norms and, in decode, the K/V cache
+    writes into its kernel).
     cache_dir: where compiled graphs persist across processes (None: $ZOO_CACHE_DIR or ~/.cache/zoo; False: off).
     encoder_cache_mb: Qwen3-VL's vision features kept by image content (default 256 MB; 0: off).
     Nothing process-wide changes: Dynamo and Inductor settings apply to zoo's own compiles only."""
