@@ -131,7 +131,7 @@ class CompiledDecoder:
         self.banned = torch.tensor(model.banned_token_ids, dtype=torch.long, device=self.device)
         self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
         self.graphs = GraphRunner() if self.cuda_graphs else None
-        self._layer_regions, self._decoders = {}, {}
+        self._layer_regions, self._decoders, self._step_inputs = {}, {}, {}
         self._sites = self._layer_sites()
         self.prefix = PrefixCache(model)  # what the last batch-1 generate left in the cache (zoo/prefix.py)
         self._register_patterns()
@@ -170,12 +170,19 @@ class CompiledDecoder:
         """The final norm and the lm_head: per token, so a prompt's last token is the only one normed."""
         return self.model.lm_head(self.model.decoder.norm(h))
 
-    def _decode_fn(self, layers, sample, caches, state):
-        x = self.model.decoder.embed_tokens(state.tokens[:, None])
-        window = (state.key_start, (state.slot + 1).expand_as(state.key_start))
-        h = self.model.decoder(x, self.model.decode_positions(state.positions), window, (), caches, state.slot,
-                               layers.decoder_layer, norm=False)
+    def _decode_fn(self, layers, step_inputs, sample, caches, state):
+        x, rope, key_end = step_inputs(state)
+        h = self.model.decoder(x, None, (state.key_start, key_end), (), caches, state.slot, layers.decoder_layer,
+                               norm=False, rope=rope)
         return sample(h, state)
+
+    def _inputs_fn(self, state):
+        """A decode step's inputs from its state, in one compiled graph (eagerly, the rotary tables alone were ~18
+        tiny kernels a step): the fed tokens' embeddings, the rotary tables at their positions, the rows' window
+        end (the slot being written + 1)."""
+        x = self.model.decoder.embed_tokens(state.tokens[:, None])
+        rope = self.model.decoder.rotary_emb(self.model.decode_positions(state.positions), x.dtype)
+        return x, rope, (state.slot + 1).expand_as(state.key_start)
 
     def _sample_fn(self, h, state, any_sampled=True):
         """The step's head and sampling in one compiled graph: the final norm and lm_head (in a batch-1 step the
@@ -218,7 +225,7 @@ class CompiledDecoder:
                                                    torch.ones(b, t, dtype=torch.bool, device=self.device))
                 last = torch.tensor([t - 1], device=self.device)
                 self._prefill_fn(prompt, self.prompt_caches[b], x, pos, levels, start, start + t, last, False)
-                self._decode_fn(window, self._sample_fn, self.caches[b],
+                self._decode_fn(window, self._inputs_fn, self._sample_fn, self.caches[b],
                                 decode_state(b, self.max_len, self.text.vocab_size, self.device))
                 if b == 1:
                     self._extend_fn(window, self.caches[b], x, pos, levels, start, start + t, last,
@@ -304,7 +311,10 @@ class CompiledDecoder:
         if key not in self._decoders:
             fn = self._sample_fn if any_sampled else functools.partial(self._sample_fn, any_sampled=False)
             sample = self.compiler(fn, f"{'sample' if any_sampled else 'greedy'}[b={bucket}]")
-            self._decoders[key] = functools.partial(self._decode_fn, self._regions("decode", bucket), sample)
+            if bucket not in self._step_inputs:  # shared by the bucket's greedy and sampled steps
+                self._step_inputs[bucket] = self.compiler(self._inputs_fn, f"inputs[b={bucket}]")
+            self._decoders[key] = functools.partial(self._decode_fn, self._regions("decode", bucket),
+                                                    self._step_inputs[bucket], sample)
         if bucket not in self.states:
             self.states[bucket] = decode_state(bucket, self.max_len, self.text.vocab_size, self.device)
         return self._decoders[key]

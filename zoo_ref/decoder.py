@@ -258,14 +258,16 @@ class DecoderModel(nn.Module):
         self.layer_types = layer_types(c)
         self.windows = tuple(c.sliding_window if t == "sliding_attention" else 0 for t in self.layer_types)
 
-    def forward(self, x, positions, mask, deepstack=(), caches=None, cache_pos=None, layer_fn=None, norm=True):
+    def forward(self, x, positions, mask, deepstack=(), caches=None, cache_pos=None, layer_fn=None, norm=True,
+                rope=None):
         """x: [B, T, hidden] embeddings; positions: what the rotary module takes ([B, T], or [3, B, T] for
         M-RoPE); mask: bool [B, 1, T, S]; deepstack: per level [B, T, hidden] added after layers 0, 1, ...
         (Qwen3-VL's visual features; empty for text models). Returns the final-norm hidden states (norm=False:
         the states before it; zoo.compile runs the norm where the lm_head runs).
         layer_fn: how one layer runs (default `run_layer` below; zoo.compile passes its compiled region, which
-        takes `mask` in a form of its own: what it builds the mask from)."""
-        cos, sin = self.rotary_emb(positions, x.dtype)
+        takes `mask` in a form of its own: what it builds the mask from). rope: (cos, sin) at these positions when
+        already computed (zoo.compile's decode step computes them in a graph with the embeddings)."""
+        cos, sin = rope if rope is not None else self.rotary_emb(positions, x.dtype)
         for i, layer in enumerate(self.layers):
             x = (layer_fn or run_layer)(layer, x, cos, sin, mask, None if caches is None else caches[i], cache_pos,
                                         self.windows[i])

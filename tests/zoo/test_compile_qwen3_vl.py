@@ -61,10 +61,10 @@ def test_every_site_replaced_and_no_recompiles(models):
     assert report.graphs == graphs_before, (report.graphs, graphs_before)
     text, vision = CONFIG["text_config"]["num_hidden_layers"], CONFIG["vision_config"]["depth"]
     for name, counts in report.per_graph:
-        if name.startswith(("sample[", "greedy[")):  # the decode's head and sampling: no layer in it
-            # batch 1: the lm_head is a one-row GEMV with the final norm folded in (no eager norm kernels)
-            one_row = name.endswith("[b=1]")
-            assert (counts.get("gemv", 0), counts.get("gemv_norm", 0)) == (one_row, one_row), (name, counts)
+        if name.startswith(("sample[", "greedy[", "inputs[")):  # a decode step's inputs, head, sampling: no layer
+            # batch 1: the head's lm_head is a one-row GEMV with the final norm folded in (no eager norm kernels)
+            head = name.endswith("[b=1]") and not name.startswith("inputs[")
+            assert (counts.get("gemv", 0), counts.get("gemv_norm", 0)) == (head, head), (name, counts)
             continue
         # a region: one layer's (block's) graph, run for every layer
         assert report.regions[name] == (vision if name == "vision" else text), (name, report.regions)
