@@ -66,11 +66,12 @@ class ZooPassManager(CustomGraphPass):
             writes = fold_cache_writes(graph)  # ... which then writes k and v into the caches itself
             counts["rope_cache"] = len(writes)
             self.sites.update(("rope_cache", site) for site in writes)
-            counts["rope_unpaired"] = sum(_kernel_kind(n) == "rope_unpaired" for n in graph.nodes)
+            counts["rope_unpaired"] = 0
             for node in graph.nodes:
                 kind = _kernel_kind(node)
                 if kind in ("rope", "rope_unpaired"):
                     self.sites[(kind, site_of(node))] += 1
+                    counts["rope_unpaired"] += kind == "rope_unpaired"
         if "linears" in self.names:
             merged = merge_sibling_mms(graph)
             counts["linears"] = len(merged)

@@ -165,12 +165,11 @@ def fold_cache_writes(graph: torch.fx.Graph) -> list:
         if k_write is None or k_write[2] is not k_out:
             continue
         k_cache, slot, _ = k_write
-        v_puts = [u for u in slot.users if u is not k_put and _cache_write(u) is not None
-                  and site_of(u) == site_of(node) and _cache_write(u)[0] is not k_cache]
-        if len(v_puts) != 1:
+        v_writes = [(u, w) for u, w in ((u, _cache_write(u)) for u in slot.users if u is not k_put)
+                    if w is not None and w[0] is not k_cache and site_of(u) == site_of(node)]
+        if len(v_writes) != 1:
             continue
-        v_put = v_puts[0]
-        v_cache, _, v = _cache_write(v_put)
+        (v_put, (v_cache, _, v)), = v_writes
         q, k, qw, kw, eps, cos, sin = node.args
         with graph.inserting_before(k_put):  # wherever: stable_topological_sort below orders it after v's inputs
             call = graph.call_function(auto_functionalized, (torch.ops.zoo.norm_rope_cache_.default,),

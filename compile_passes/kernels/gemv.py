@@ -66,7 +66,8 @@ def gemv_blocks(k: int, gate: bool = False):
     of it for every decode shape of the H200 sweep (qkv, o, gate/up, down, lm_head, MLA's q_a/kv_a), the norm and
     residual variants included. With the SwiGLU prologue every program computes silu over the whole row: 4 rows per
     program and 8 warps halve that work (down, 6144 -> 2048: 10.4 -> 9.3 us, H200)."""
-    return (4, min(1024, triton.next_power_of_2(k)), 8) if gate else (2, min(1024, triton.next_power_of_2(k)), 4)
+    block_k = min(1024, triton.next_power_of_2(k))
+    return (4, block_k, 8) if gate else (2, block_k, 4)
 
 
 def _row(t, k):

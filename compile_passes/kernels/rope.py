@@ -91,11 +91,8 @@ def rope_cache_triton(q, k, v, q_weight, k_weight, eps, cos, sin, k_cache, v_cac
     q_out = q.new_empty(q.shape)
     views = [_tokens_view(x) for x in (q, k, v)]
     if any(x is None or x.stride(-1) != 1 for x in views) or cos.numel() != b * t * d:  # unusual layout: unfused
-        from zoo_ref.layers import rms_norm, rotate
-        rq, rk = (rotate(rms_norm(x, w, eps) if w is not None else x, cos, sin)
-                  for x, w in ((q, q_weight), (k, k_weight)))
-        q_out.copy_(rq)
-        k_cache.index_copy_(2, slot, rk.transpose(1, 2))
+        q_out.copy_(_unfused(q, q_weight, eps, cos, sin))
+        k_cache.index_copy_(2, slot, _unfused(k, k_weight, eps, cos, sin).transpose(1, 2))
         v_cache.index_copy_(2, slot, v.transpose(1, 2))
         return q_out
     q3, k3, v3 = views
@@ -110,6 +107,13 @@ def rope_cache_triton(q, k, v, q_weight, k_weight, eps, cos, sin, k_cache, v_cac
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), d, hq, hk, HALF=d // 2, NORM=norm,
         BLOCK_H=triton.next_power_of_2(max(hq, hk)), BLOCK_D=triton.next_power_of_2(d // 2))
     return q_out
+
+
+def _unfused(x, weight, eps, cos, sin):
+    """What the kernels compute, in torch (layouts they do not take): x RMSNorm'ed per head when weight is given,
+    then rotated."""
+    from zoo_ref.layers import rms_norm, rotate
+    return rotate(x if weight is None else rms_norm(x, weight, eps), cos, sin)
 
 
 def _tokens_view(x):
@@ -133,10 +137,9 @@ def rope_triton(q, k, cos, sin, q_out=None, k_out=None, q_weight=None, k_weight=
           and cos.numel() == n_tok * d)
     norm = q_weight is not None
     if not ok:  # unusual layout: same math, unfused
-        from zoo_ref.layers import rms_norm, rotate
         for x, out, w in ((q, q_out, q_weight), (k, k_out, k_weight)):
             if x is not None:
-                out.copy_(rotate(rms_norm(x, w, eps) if norm else x, cos, sin))
+                out.copy_(_unfused(x, w, eps, cos, sin))
         return
     q3, qo3, k3, ko3 = views
     cos2, sin2 = cos.reshape(n_tok, d).contiguous(), sin.reshape(n_tok, d).contiguous()
