@@ -18,7 +18,7 @@ from compile_passes.kernels.mla_latent import mla_latent_triton  # noqa: E402
 from compile_passes.kernels.rope import rope_cache_triton, rope_pair_triton, rope_triton  # noqa: E402
 from zoo_ref.decoder import sliding_mask, window_mask  # noqa: E402
 from zoo_ref.deepseek.mla import attention_mask, latent_attention, token_slots  # noqa: E402
-from zoo_ref.layers import attention, rotate  # noqa: E402
+from zoo_ref.layers import attention, rms_norm, rotate  # noqa: E402
 
 
 def _rand(*shape, g):
@@ -231,3 +231,23 @@ def test_linear_gelu_epilogue_is_the_tanh_gelu(dtype):
     got = torch.ops.zoo.linear_gelu_tanh(x, w, b)
     tol = 1e-5 if dtype == torch.float32 else 2e-2
     torch.testing.assert_close(got.float(), want, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("norm", [False, True])
+def test_rope_kernels_fall_back_to_torch_for_layouts_they_do_not_take(norm):
+    """q and k whose head dim is not unit-stride: the wrappers compute the same thing in torch (no launch)."""
+    g = torch.Generator().manual_seed(3)
+    q = _rand(1, 3, 16, 4, g=g).transpose(-1, -2)  # [B, T, H, D], stride(-1) == 4
+    k = _rand(1, 3, 16, 2, g=g).transpose(-1, -2)
+    v = _rand(1, 3, 2, 16, g=g)
+    cos, sin = _rand(1, 3, 1, 16, g=g), _rand(1, 3, 1, 16, g=g)
+    qw, kw = (_rand(16, g=g), _rand(16, g=g)) if norm else (None, None)
+    want_q, want_k = (rotate(x if w is None else rms_norm(x, w, 1e-6), cos, sin) for x, w in ((q, qw), (k, kw)))
+    q_out, k_out = torch.empty_like(want_q), torch.empty_like(want_k)
+    rope_triton(q, k, cos, sin, q_out, k_out, qw, kw, 1e-6)
+    torch.testing.assert_close((q_out, k_out), (want_q, want_k))
+    k_cache, v_cache = (torch.full((1, 2, 8, 16), float("nan"), device=DEVICE) for _ in range(2))
+    slot = torch.tensor([2, 3, 4], device=DEVICE)
+    torch.testing.assert_close(rope_cache_triton(q, k, v, qw, kw, 1e-6, cos, sin, k_cache, v_cache, slot), want_q)
+    torch.testing.assert_close(k_cache[:, :, 2:5], want_k.transpose(1, 2))
+    assert torch.equal(v_cache[:, :, 2:5], v.transpose(1, 2)) and k_cache[:, :, [0, 1, 5, 6, 7]].isnan().all()
