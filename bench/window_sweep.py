@@ -20,8 +20,8 @@ from compile_passes.kernels.gqa_decode import gqa_window_decode_triton  # noqa: 
 
 # (block_n, min_span, programs_per_sm, num_warps, num_stages), the default first; ordered by what is likeliest to
 # matter (a run may be cut short): fewer, longer splits (one wave of one-program-per-SM tiles), deeper pipelines
-CONFIGS = [(128, 256, 4, 4, 2), (128, 256, 1, 4, 2), (128, 256, 1, 8, 2), (128, 256, 1, 4, 3), (64, 256, 1, 4, 3),
-           (64, 256, 2, 4, 4), (128, 256, 2, 4, 2), (64, 128, 2, 4, 3), (128, 512, 4, 4, 2), (64, 256, 1, 8, 4)]
+CONFIGS = [(128, 256, 1, 4, 3), (128, 256, 4, 4, 2), (128, 256, 2, 4, 3), (128, 256, 1, 4, 4), (128, 512, 1, 4, 3),
+           (128, 256, 1, 8, 3), (128, 256, 4, 4, 3), (64, 256, 1, 4, 4), (64, 128, 2, 4, 3)]
 
 
 def graphed_us(fn, calls=28, replays=20):

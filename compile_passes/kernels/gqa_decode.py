@@ -61,26 +61,30 @@ def _gqa_window_kernel(q_ptr, k_ptr, v_ptr, start_ptr, end_ptr, slot_ptr, o_ptr,
 
 
 def gqa_window_decode_triton(q, k, v, key_start, key_end, query_slots, scale, block_n=None, n_splits=None,
-                             min_span=256, window=0, programs_per_sm=4, num_warps=4, num_stages=2):
+                             min_span=256, window=0, programs_per_sm=1, num_warps=4, num_stages=None):
     """q [B, H, T, D], k/v [B, Hkv, S, D]; key_start/key_end [B], query_slots [T] (long) -> [B, H, T, D] with
     [B, T, H, D] memory (what the output projection reads). Query t of row b sees slots
     key_start[b] <= j <= query_slots[t] when key_start[b] <= query_slots[t] < key_end[b], else nothing (zeros);
     window > 0: only the last `window` of those (j > query_slots[t] - window)."""
     b, h, t, d = q.shape
     hkv, s = k.shape[1], k.shape[2]
-    # Defaults from a sweep on the H200 (Qwen3-VL-2B, one query, 8 kv heads of 128; bench/RESULTS.md): 128-key
-    # blocks, splits of >= 256 keys, ~4 programs per SM: 15.9 / 41.7 us per layer at 8192 / 30000 keys of context,
-    # against 17.2 / 46.4 for 64-key blocks and ~8 programs per SM. fp32 or wider heads: 64 (shared memory).
+    # Defaults from bench/window_sweep.py on the H200 (Qwen3-VL-2B, one query, 8 kv heads of 128, bf16; 28 calls in
+    # a CUDA graph): 128-key blocks, splits of >= 256 keys, one program per SM, a 3-stage pipeline: 11.6 / 35.4 us per
+    # layer at 8192 / 30000 keys of context, against 12.7 / 41.2 for ~4 programs per SM and 2 stages (fewer, longer
+    # splits stream better once the loads are pipelined). fp32 or wider heads: 64-key blocks, 2 stages (shared memory).
+    wide = q.element_size() > 2 or d > 128
     if block_n is None:
-        block_n = 128 if q.element_size() == 2 and d <= 128 else 64
+        block_n = 64 if wide else 128
+    if num_stages is None:
+        num_stages = 2 if wide else 3
     n_rep = h // hkv
     # the kernel indexes these by row: a broadcast view (the decode's key_end is one slot expanded) must be copied
     key_start, key_end, query_slots = key_start.contiguous(), key_end.contiguous(), query_slots.contiguous()
     assert k.stride(-1) == v.stride(-1) == q.stride(-1) == 1 and v.shape[-1] == d
     bd = triton.next_power_of_2(max(d, 16))
     block_h = max(16, triton.next_power_of_2(n_rep))
-    # Splits for the longest window, enough programs for ~4 per SM (one kv head and a few key blocks each stream
-    # too few bytes to hide latency alone): each split's share of its window is computed on the device.
+    # Splits for the longest window, enough programs to give every SM `programs_per_sm`: each split's share of its
+    # window is computed on the device.
     _, n_splits = split_plan(s, block_n, b * t * hkv, q.device, n_splits, programs_per_sm=programs_per_sm)
     o = torch.empty(b * t, h, n_splits, bd, dtype=torch.float32, device=q.device)
     lse = torch.empty(b * t, h, n_splits, dtype=torch.float32, device=q.device)
