@@ -2,11 +2,14 @@
 import triton
 import triton.language as tl
 
+from .pdl import pdl_launch, wait_for_inputs
+
 
 @triton.jit
 def _cache_write_kernel(kv_ptr, pe_ptr, lat_ptr, kpe_ptr, start_ptr, lens_ptr, T, kv_b, kv_s, pe_b, pe_s,
                         lat_b, lat_t, kpe_b, kpe_t, C: tl.constexpr, R: tl.constexpr, BC: tl.constexpr,
-                        BR: tl.constexpr):
+                        BR: tl.constexpr, USE_PDL: tl.constexpr):
+    wait_for_inputs(USE_PDL)
     pid = tl.program_id(0)
     b = pid // T
     t = pid % T
@@ -29,4 +32,5 @@ def cache_write_triton(kv_cache, pe_cache, latent, k_pe, start_pos, seq_lens):
     _cache_write_kernel[(b * t,)](kv_cache, pe_cache, latent, k_pe, start_pos, seq_lens, t,
                                   kv_cache.stride(0), kv_cache.stride(1), pe_cache.stride(0), pe_cache.stride(1),
                                   latent.stride(0), latent.stride(1), k_pe.stride(0), k_pe.stride(1), C=c, R=r,
-                                  BC=triton.next_power_of_2(c), BR=triton.next_power_of_2(r))
+                                  BC=triton.next_power_of_2(c), BR=triton.next_power_of_2(r),
+                                  **pdl_launch(latent))

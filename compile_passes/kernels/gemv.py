@@ -20,11 +20,14 @@ import torch
 import triton
 import triton.language as tl
 
+from .pdl import pdl_launch, wait_for_inputs
+
 
 @triton.jit
 def _gemv_kernel(x_ptr, gate_ptr, norm_ptr, w_ptr, b_ptr, r_ptr, y_ptr, N, K, w_n, eps, HAS_GATE: tl.constexpr,
                  HAS_NORM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, EVEN: tl.constexpr,
-                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_PDL: tl.constexpr):
+    wait_for_inputs(USE_PDL)
     n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
     squares = tl.zeros([BLOCK_K], tl.float32)
@@ -90,5 +93,5 @@ def gemv_triton(x, w, bias=None, blocks=None, gate=None, norm=None, eps=0.0, res
         unused if bias is None else bias, unused if residual is None else _row(residual, n), y, n, k, w.stride(0),
         float(eps), HAS_GATE=gate is not None, HAS_NORM=norm is not None, HAS_BIAS=bias is not None,
         HAS_RES=residual is not None, EVEN=n % block_n == 0 and k % block_k == 0, BLOCK_N=block_n, BLOCK_K=block_k,
-        num_warps=warps)
+        num_warps=warps, **pdl_launch(x))
     return y

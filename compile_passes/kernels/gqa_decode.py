@@ -11,6 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .pdl import pdl_launch, wait_for_inputs
 from .splitk import merge_splits_into, online_softmax_step, split_plan, store_split
 
 
@@ -18,7 +19,8 @@ from .splitk import merge_splits_into, online_softmax_step, split_plan, store_sp
 def _gqa_window_kernel(q_ptr, k_ptr, v_ptr, start_ptr, end_ptr, slot_ptr, o_ptr, lse_ptr, active_ptr, scale, window,
                        q_b, q_h, q_t, k_b, k_h, k_s, v_b, v_h, v_s, T, H, N_REP: tl.constexpr, D: tl.constexpr,
                        BD: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, MIN_SPAN: tl.constexpr,
-                       PRECISION: tl.constexpr):
+                       PRECISION: tl.constexpr, USE_PDL: tl.constexpr):
+    wait_for_inputs(USE_PDL)
     bt = tl.program_id(0)
     g = tl.program_id(1)
     sp = tl.program_id(2)
@@ -93,7 +95,8 @@ def gqa_window_decode_triton(q, k, v, key_start, key_end, query_slots, scale, bl
         q, k, v, key_start, key_end, query_slots, o, lse, active, scale, window, q.stride(0), q.stride(1), q.stride(2),
         k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2), t, h, N_REP=n_rep, D=d, BD=bd,
         BLOCK_H=block_h, BLOCK_N=block_n, MIN_SPAN=max(block_n, min_span // block_n * block_n),
-        PRECISION="ieee" if q.dtype == torch.float32 else "tf32", num_warps=num_warps, num_stages=num_stages)
+        PRECISION="ieee" if q.dtype == torch.float32 else "tf32", num_warps=num_warps, num_stages=num_stages,
+        **pdl_launch(q))
     out = torch.empty(b, t, h, d, dtype=q.dtype, device=q.device)
     merge_splits_into(out, o, lse, t, active)
     return out.transpose(1, 2)

@@ -19,6 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .pdl import pdl_launch, wait_for_inputs
 from .splitk import cdiv, merge_splits_into, online_softmax_step, split_plan, store_split
 
 
@@ -48,7 +49,8 @@ def _mla_latent_kernel(ql_ptr, qp_ptr, kv_ptr, pe_ptr, start_ptr, lens_ptr, out_
                        scale, ql_b, ql_t, ql_h, qp_b, qp_t, qp_h, kv_b, kv_s, pe_b, pe_s, out_b, out_t, out_h, T, H, S,
                        C: tl.constexpr, R: tl.constexpr, BC: tl.constexpr, BR: tl.constexpr, BLOCK_H: tl.constexpr,
                        BLOCK_N: tl.constexpr, MIN_SPAN: tl.constexpr, SINGLE: tl.constexpr,
-                       MASK_WHOLE: tl.constexpr, PRECISION: tl.constexpr):
+                       MASK_WHOLE: tl.constexpr, PRECISION: tl.constexpr, USE_PDL: tl.constexpr):
+    wait_for_inputs(USE_PDL)
     hb = tl.program_id(0)  # fastest: the head blocks of one (query, split) run together and share the kv tiles
     sp = tl.program_id(1)
     bt = tl.program_id(2)
@@ -123,7 +125,7 @@ def mla_latent_triton(q_lat, q_pe, kv, pe, start_pos, seq_lens, scale, block_h=6
         BLOCK_N=block_n, MIN_SPAN=max(block_n, min_span // block_n * block_n), SINGLE=single,
         MASK_WHOLE=bc != c or br != r,  # widths that are not powers of 2 (tiny test configs): every load checked
         PRECISION="ieee" if q_lat.dtype == torch.float32 else "tf32",  # fp32 in, fp32 math (no TF32)
-        num_warps=num_warps, num_stages=num_stages)
+        num_warps=num_warps, num_stages=num_stages, **pdl_launch(q_lat))
     if stats is not None:  # for the benchmark's config sweep
         stats.update(n_regs=kernel.n_regs, n_spills=kernel.n_spills, splits=n_splits)
     if not single:

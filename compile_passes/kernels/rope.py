@@ -7,6 +7,8 @@ first, reading q and k from the projection's output once: the norms' two kernels
 import triton
 import triton.language as tl
 
+from .pdl import pdl_launch, wait_for_inputs
+
 
 @triton.jit
 def _rotate_heads(src, dst, src_head, dst_head, n, c1, c2, s1, s2, w_ptr, eps, HALF: tl.constexpr,
@@ -46,7 +48,8 @@ def _cos_sin(c_row, s_row, HALF: tl.constexpr, BLOCK_D: tl.constexpr):
 @triton.jit
 def _rope_kernel(q_ptr, k_ptr, qo_ptr, ko_ptr, cos_ptr, sin_ptr, qw_ptr, kw_ptr, eps, q_tok, q_head, k_tok, k_head,
                  qo_tok, qo_head, ko_tok, ko_head, c_tok, n_q, n_k, HALF: tl.constexpr, NORM: tl.constexpr,
-                 BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr):
+                 BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr, USE_PDL: tl.constexpr):
+    wait_for_inputs(USE_PDL)
     tok = tl.program_id(0)
     c1, c2, s1, s2 = _cos_sin(cos_ptr + tok * c_tok, sin_ptr + tok * c_tok, HALF, BLOCK_D)
     _rotate_heads(q_ptr + tok * q_tok, qo_ptr + tok * qo_tok, q_head, qo_head, n_q, c1, c2, s1, s2, qw_ptr, eps, HALF,
@@ -59,9 +62,11 @@ def _rope_kernel(q_ptr, k_ptr, qo_ptr, ko_ptr, cos_ptr, sin_ptr, qw_ptr, kw_ptr,
 @triton.jit
 def _rope_cache_kernel(q_ptr, k_ptr, v_ptr, qo_ptr, kc_ptr, vc_ptr, slot_ptr, cos_ptr, sin_ptr, qw_ptr, kw_ptr, eps, T,
                        q_tok, q_head, k_tok, k_head, v_tok, v_head, qo_tok, qo_head, c_b, c_h, c_s, c_tok, n_q, n_k,
-                       HALF: tl.constexpr, NORM: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr):
+                       HALF: tl.constexpr, NORM: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr,
+                       USE_PDL: tl.constexpr):
     """The RoPE kernel whose rotated k (and the untouched v) go straight into the K/V caches [B, Hkv, S, D] at the
     token's slot, instead of into a k tensor that a second kernel would copy there."""
+    wait_for_inputs(USE_PDL)
     tok = tl.program_id(0)
     row = tok // T
     slot = tl.load(slot_ptr + tok % T)
@@ -105,7 +110,7 @@ def rope_cache_triton(q, k, v, q_weight, k_weight, eps, cos, sin, k_cache, v_cac
         q3, k3, v3, qo3, k_cache, v_cache, slot.contiguous(), cos2, sin2, qw, kw, float(eps), t, q3.stride(0),
         q3.stride(1), k3.stride(0), k3.stride(1), v3.stride(0), v3.stride(1), qo3.stride(0), qo3.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), d, hq, hk, HALF=d // 2, NORM=norm,
-        BLOCK_H=triton.next_power_of_2(max(hq, hk)), BLOCK_D=triton.next_power_of_2(d // 2))
+        BLOCK_H=triton.next_power_of_2(max(hq, hk)), BLOCK_D=triton.next_power_of_2(d // 2), **pdl_launch(q))
     return q_out
 
 
@@ -150,7 +155,7 @@ def rope_triton(q, k, cos, sin, q_out=None, k_out=None, q_weight=None, k_weight=
                            k3.stride(1), qo3.stride(0), qo3.stride(1), ko3.stride(0), ko3.stride(1), d, q3.shape[1],
                            k3.shape[1], HALF=half, NORM=norm,
                            BLOCK_H=triton.next_power_of_2(max(q3.shape[1], k3.shape[1])),
-                           BLOCK_D=triton.next_power_of_2(half))
+                           BLOCK_D=triton.next_power_of_2(half), **pdl_launch(q))
 
 
 def rope_pair_triton(q, k, cos, sin, q_weight=None, k_weight=None, eps=0.0):

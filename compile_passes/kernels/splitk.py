@@ -6,6 +6,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .pdl import pdl_launch, wait_for_inputs
+
 
 @triton.jit
 def online_softmax_step(s, allowed, v, m_i, l_i, acc, PRECISION: tl.constexpr):
@@ -47,10 +49,11 @@ def split_plan(s, block_n, programs, device, n_splits=None, programs_per_sm=2):
 
 @triton.jit
 def _merge_kernel(o_ptr, lse_ptr, active_ptr, out_ptr, T, H, n_splits, width, out_b, out_t, out_h,
-                  HAS_ACTIVE: tl.constexpr, BD: tl.constexpr, CHUNK: tl.constexpr):
+                  HAS_ACTIVE: tl.constexpr, BD: tl.constexpr, CHUNK: tl.constexpr, USE_PDL: tl.constexpr):
     """One program per (query, head): softmax(lse)-weighted sum of the splits' outputs, in the output dtype.
     Splits are folded CHUNK at a time (online rescaling); with HAS_ACTIVE only the first active[query] splits
     are read (the window kernels store nothing in the others), else all n_splits."""
+    wait_for_inputs(USE_PDL)
     q = tl.program_id(0)
     h = tl.program_id(1)
     row = q * H + h
@@ -84,5 +87,6 @@ def merge_splits_into(out, o, lse, t, active=None):
     q, h, n_splits, bd = o.shape
     _merge_kernel[(q, h)](o, lse, lse if active is None else active, out, t, h, n_splits, out.shape[-1],
                           out.stride(0), out.stride(1), out.stride(2), HAS_ACTIVE=active is not None, BD=bd,
-                          CHUNK=min(16, triton.next_power_of_2(n_splits)), num_warps=2)
+                          CHUNK=min(16, triton.next_power_of_2(n_splits)), num_warps=2,
+                          **pdl_launch(o))
     return out

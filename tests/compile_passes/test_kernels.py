@@ -251,3 +251,55 @@ def test_rope_kernels_fall_back_to_torch_for_layouts_they_do_not_take(norm):
     torch.testing.assert_close(rope_cache_triton(q, k, v, qw, kw, 1e-6, cos, sin, k_cache, v_cache, slot), want_q)
     torch.testing.assert_close(k_cache[:, :, 2:5], want_k.transpose(1, 2))
     assert torch.equal(v_cache[:, :, 2:5], v.transpose(1, 2)) and k_cache[:, :, [0, 1, 5, 6, 7]].isnan().all()
+
+
+def test_pdl_is_off_where_it_cannot_apply(monkeypatch):
+    """Programmatic dependent launch only on a CUDA device of compute capability >= 9, not under the Triton
+    interpreter, not with ZOO_PDL=0."""
+    from compile_passes.kernels.pdl import pdl_launch
+    assert pdl_launch(torch.zeros(1)) == {"USE_PDL": False}
+    if DEVICE == "cuda":
+        monkeypatch.setenv("ZOO_PDL", "0")
+        assert pdl_launch(torch.zeros(1, device="cuda")) == {"USE_PDL": False}
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="CUDA graphs and programmatic dependent launch need a GPU")
+def test_pdl_chain_in_a_cuda_graph_equals_classic_launches(monkeypatch):
+    """A chain of kernels each reading the one before it (a wide GEMV, then narrow ones with the norm and residual
+    folded in, the window kernel and its merge), captured in a CUDA graph: with PDL each waits for its predecessor,
+    so the replay equals the classic launches bit for bit (a kernel reading its input early would not)."""
+    from compile_passes.kernels.pdl import pdl_launch
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(1, 1024, device="cuda", generator=g, dtype=torch.bfloat16)
+    wide = torch.randn(16384, 1024, device="cuda", generator=g, dtype=torch.bfloat16) / 32
+    ws = [torch.randn(1024, 16384 if i == 0 else 1024, device="cuda", generator=g, dtype=torch.bfloat16) / 64
+          for i in range(6)]
+    norm = torch.rand(1024, device="cuda", generator=g, dtype=torch.bfloat16) + 0.5
+    k, v = (torch.randn(1, 2, 512, 64, device="cuda", generator=g, dtype=torch.bfloat16) for _ in range(2))
+    start, end, slot = (torch.tensor([n], device="cuda") for n in (0, 500, 499))
+
+    def chain():
+        y = gemv_triton(gemv_triton(x, wide), ws[0])  # 16384 outputs, then all of them read by one row
+        for w in ws[1:]:
+            y = gemv_triton(y, w, norm=norm, eps=1e-6, residual=y)
+        q = y.view(1, 16, 1, 64)
+        return gqa_window_decode_triton(q, k, v, start, end, slot, 0.125).reshape(1, 1024) + 0  # a torch kernel last
+
+    def replayed():
+        chain()
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = chain()
+        results = []
+        for _ in range(3):
+            graph.replay()
+            results.append(out.clone())
+        return results
+
+    assert pdl_launch(x)["USE_PDL"] == (torch.cuda.get_device_capability()[0] >= 9)
+    with_pdl = replayed()
+    monkeypatch.setenv("ZOO_PDL", "0")
+    classic = replayed()
+    want = chain()
+    assert all(torch.equal(r, want) for r in with_pdl + classic)
