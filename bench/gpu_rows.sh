@@ -7,6 +7,7 @@
 #   bash bench/gpu_rows.sh vision mla       # ~4 min: vision 448 / 1024 / 1792 / 8 images; MLA seed rows
 #   bash bench/gpu_rows.sh mla_kernel       # ~2 min: the MLA latent kernel rows
 #   bash bench/gpu_rows.sh profile          # ~2 min: kernel tables of the decode step, vision 448 / 1024, MLA
+#   bash bench/gpu_rows.sh pdl              # ~1.5 min: the batch-1 decode step with ZOO_PDL=0, then 1 (A/B)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=. PYTHONUNBUFFERED=1 PYTHONPYCACHEPREFIX=${PYTHONPYCACHEPREFIX:-/tmp/pyc}
@@ -26,6 +27,10 @@ for part in "$@"; do
     mla_kernel) timeout 200 python bench/mla_kernel.py --out "$OUT" ;;
     profile) timeout 200 python bench/profile_gpu.py --what qwen,vision,mla --rows 40 --sizes 448,1024 \
                > "$OUT/profile.txt" 2>&1; tail -5 "$OUT/profile.txt" ;;
-    *) echo "unknown part: $part (tests, sweep, long, vision, mla, mla_kernel, profile)"; exit 2 ;;
+    pdl) for p in 0 1; do
+           ZOO_PDL=$p timeout 100 python bench/profile_gpu.py --what qwen --rows 8 > "$OUT/profile_pdl$p.txt" 2>&1
+           echo "ZOO_PDL=$p: $(grep -E 'replay wall' "$OUT/profile_pdl$p.txt")"
+         done ;;
+    *) echo "unknown part: $part (tests, sweep, long, vision, mla, mla_kernel, profile, pdl)"; exit 2 ;;
   esac 2>&1 | tee "$OUT/$part.log"
 done
