@@ -5,7 +5,9 @@ The encoder attends by segment: the graph gets each frame's bounds (cu_seqlens) 
 block-diagonal mask from them through zoo::segment_mask, which the attention pass swaps for attention per segment
 (on CUDA one SDPA batch when the segments are equally long, else FlashAttention varlen): memory linear in the
 number of patches, several images and frames in one call. Each block runs through a compiled region
-(zoo/regions.py)."""
+(zoo/regions.py) and leaves its last residual add to the next one, which fuses it with the norm that reads the sum
+(Inductor cannot fold an add into cuBLAS's GEMM): one kernel fewer per block; only the blocks whose output is read
+(deepstack taps, the last) add theirs."""
 import functools
 import weakref
 
@@ -27,6 +29,8 @@ class CompiledQwen3VL(CompiledDecoder):
     def __init__(self, model, *args, encoder_cache_mb=256, **kwargs):
         self._layouts = {}  # per distinct set of image/video grids
         self._keys_memo = None  # the last (pixels, grid) tensors' item keys: hashed once per call
+        self._grid_memo = None  # the last device grid read: (its tensor, its version, the grids)
+        self._block_index = {id(b): i for i, b in enumerate(model.model.visual.blocks)}
         super().__init__(model, *args, **kwargs)
         if isinstance(encoder_cache_mb, bool) or not isinstance(encoder_cache_mb, (int, float)) or encoder_cache_mb < 0:
             raise InputError(f"encoder_cache_mb must be a number >= 0 (0: no cache), got {encoder_cache_mb!r}")
@@ -35,13 +39,29 @@ class CompiledQwen3VL(CompiledDecoder):
                                                                   self._sites))
 
     @staticmethod
-    def _vision_block(block, x, cos, sin, cache, cache_pos, cu_seqlens, max_len: int, window: int):
-        """One vision block (a compiled region: zoo/regions.py) over its frames' segments (no cache, no window)."""
-        return block(x, cos, sin, segment_mask(cu_seqlens, max_len, x.shape[0]))
+    def _vision_block(block, x, cos, sin, cache, cache_pos, pending, cu_seqlens, max_len: int, window: int):
+        """One vision block (a compiled region: zoo/regions.py) over its frames' segments (no cache, no window), on
+        x + pending (the block before's MLP output, zeros after a block that added its own) -> block.parts."""
+        return block.parts(x + pending, cos, sin, segment_mask(cu_seqlens, max_len, x.shape[0]))
 
     def _vision_fn(self, blocks, rows, cols, taps, weights, cu_seqlens, max_len: int, pixels):
-        return self.model.model.visual.encode(pixels, rows, cols, taps, weights, (cu_seqlens, max_len),
-                                              blocks.vision_block)
+        visual = self.model.model.visual
+        read = set(visual.c.deepstack_visual_indexes) | {len(visual.blocks) - 1}  # blocks whose output is used
+        zeros = pending = None
+
+        def block_fn(block, x, cos, sin, structure):
+            """The block's output for zoo_ref's encode loop: the sum where it is read, else the residual stream with
+            the MLP's output left pending for the next block."""
+            nonlocal zeros, pending
+            if zeros is None:
+                zeros = pending = torch.zeros_like(x)
+            x, mlp_out = blocks.vision_block(block, x, cos, sin, (pending, *structure))
+            if self._block_index[id(block)] in read:
+                pending = zeros
+                return x + mlp_out
+            pending = mlp_out
+            return x
+        return visual.encode(pixels, rows, cols, taps, weights, (cu_seqlens, max_len), block_fn)
 
     def _layer_sites(self):
         blocks = self.model.model.visual.blocks
@@ -82,8 +102,8 @@ class CompiledQwen3VL(CompiledDecoder):
         encoder for the rest."""
         if self.encoder_cache is None:
             return self._encode(pixels, grid_thw)
-        return self.encoder_cache.encode(self._encode, pixels, grid_thw, self.config.vision.spatial_merge_size,
-                                         self._item_keys(pixels, grid_thw))
+        return self.encoder_cache.encode(functools.partial(self._encode, copy=False), pixels, grid_thw,
+                                         self.config.vision.spatial_merge_size, self._item_keys(pixels, grid_thw))
 
     def _item_keys(self, pixels, grid_thw):
         """item_keys, hashed once for the same tensors (unchanged since): a generate's encoder cache and its
@@ -96,9 +116,22 @@ class CompiledQwen3VL(CompiledDecoder):
         self._keys_memo = (weakref.ref(pixels), weakref.ref(grid_thw), (pixels._version, grid_thw._version), keys)
         return keys
 
-    def _encode(self, pixels, grid_thw):
-        """The compiled vision encoder; on GPU one CUDA graph per distinct set of grids (layout memoized)."""
+    def _grid_key(self, grid_thw) -> tuple:
+        """The grids as a tuple. A grid on the device costs a read that waits for the device; the same tensor,
+        unchanged since, is read once."""
+        memo = self._grid_memo
+        if memo is not None and memo[0]() is grid_thw and memo[1] == grid_thw._version:
+            return memo[2]
         key = tuple(map(tuple, grid_thw.tolist()))
+        if grid_thw.device.type != "cpu":
+            self._grid_memo = (weakref.ref(grid_thw), grid_thw._version, key)
+        return key
+
+    def _encode(self, pixels, grid_thw, copy=True):
+        """The compiled vision encoder; on GPU one CUDA graph per distinct set of grids (layout memoized).
+        copy=False: the outputs may be the graph's own buffers, valid until the next encode (the feature cache
+        copies each item out at once)."""
+        key = self._grid_key(grid_thw)
         if sum(t * h * w for t, h, w in key) == self.config.vision.spatial_merge_size ** 2:
             # one merged token in all: Dynamo would specialize that size to 1 and recompile for every later image;
             # the image twice (two segments, each attending only to itself) gives the same features
@@ -111,6 +144,8 @@ class CompiledQwen3VL(CompiledDecoder):
         layout = self._layouts[key]
         if not self.cuda_graphs:
             return self._vision(*layout, pixels.to(self.device, self.dtype))
-        merged, levels = self.graphs.run_static(("vision", key), self._vision, *layout,
-                                                pixels=pixels.to(self.device, self.dtype))
-        return merged.clone(), [x.clone() for x in levels]
+        if ("vision", key) not in self.graphs.inputs:  # the graph's input buffer: made from the first call's
+            pixels = pixels.to(self.device, self.dtype)
+        # later calls copy (and cast) the pixels straight into that buffer: one kernel
+        merged, levels = self.graphs.run_static(("vision", key), self._vision, *layout, pixels=pixels)
+        return (merged.clone(), [x.clone() for x in levels]) if copy else (merged, levels)

@@ -62,8 +62,14 @@ class VisionBlock(nn.Module):
         self.mlp = VisionMLP(c)
 
     def forward(self, x, cos, sin, mask):
+        x, mlp_out = self.parts(x, cos, sin, mask)
+        return x + mlp_out
+
+    def parts(self, x, cos, sin, mask):
+        """(the residual stream after attention, the MLP's output): the block's output is their sum (zoo.compile
+        leaves that last add to the next block, where it fuses with the norm that reads it)."""
         x = x + self.attn(self.norm1(x), cos, sin, mask)
-        return x + self.mlp(self.norm2(x))
+        return x, self.mlp(self.norm2(x))
 
 
 class PatchMerger(nn.Module):
