@@ -96,6 +96,7 @@ def main():
         graph = next(g for key, (g, _) in c.graphs.graphs.items() if key[1] == 1 and key[2][2][0] == b)
         rows["mla 16 in one step"] = {"call ms": wall_ms(call, 50), "replay ms": wall_ms(graph.replay, 50)}
         print(f"mla 16 in one step: {rows['mla 16 in one step']}")
+        print("passes per graph:", zoo.explain(c).per_graph)
         timeline(call, "mla 16 in one step")
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1))

@@ -9,7 +9,9 @@ The graph sees each weight as its own input, but fake tensors keep storage ident
 pass can prove adjacency: same storage, row-major [N_i, K], offsets consecutive.
 
 Linears of one row (a batch-1 decode step: the input is statically [1, K]) then become zoo::gemv, which streams
-the weight once through a Triton GEMV on CUDA instead of cuBLAS's GEMM tiles (kernels/gemv.py).
+the weight once through a Triton GEMV on CUDA instead of cuBLAS's GEMM tiles (kernels/gemv.py); linears with a
+long reduction (K >= 16384: MLA's o_proj) become zoo::few_rows_mm, which does the same for up to 16 rows (a batched
+decode step) where cuBLAS splits K (kernels/few_rows.py).
 """
 from collections import defaultdict
 
@@ -17,10 +19,13 @@ import torch
 from torch._guards import detect_fake_mode
 from torch.multiprocessing.reductions import StorageWeakRef
 
-from . import ops  # noqa: F401  (registers torch.ops.zoo.gemv)
+from . import ops  # noqa: F401  (registers torch.ops.zoo.gemv, zoo.few_rows_mm)
 from .patterns import site_of
 
 aten = torch.ops.aten
+# zoo::few_rows_mm's domain: rows up to its kernel's one tile of 16 (kernels/few_rows.py), reductions from 16384 on
+# (where that kernel measured faster than cuBLAS; kept apart so that importing the pass needs no Triton)
+MAX_ROWS, MIN_K = 16, 16384
 
 
 def _transposed(node):
@@ -140,9 +145,9 @@ def merge_sibling_mms(graph: torch.fx.Graph) -> list:
     return sites
 
 
-def _one_row_linear(node):
-    """(x, weight [N, K] node, bias node or None) of an mm / addmm whose input is statically one row and whose
-    weight is a transposed [N, K] tensor with unit stride along K; else None."""
+def _linear(node):
+    """(x, weight [N, K] node, bias node or None, x's fake value) of an mm / addmm whose weight is a transposed
+    [N, K] tensor with unit stride along K, in x's dtype; else None."""
     if node.op != "call_function" or node.target not in (aten.mm.default, aten.addmm.default) or node.kwargs:
         return None
     bias, x, wt = (None, *node.args) if node.target is aten.mm.default else node.args
@@ -150,25 +155,42 @@ def _one_row_linear(node):
     if w is None:
         return None
     xv, wv, bv = x.meta.get("val"), w.meta.get("val"), None if bias is None else bias.meta.get("val")
-    if xv is None or wv is None or xv.dim() != 2 or wv.dim() != 2 or wv.stride(1) != 1:
-        return None
-    if not (isinstance(xv.shape[0], int) and xv.shape[0] == 1) or xv.dtype != wv.dtype:
+    if xv is None or wv is None or xv.dim() != 2 or wv.dim() != 2 or wv.stride(1) != 1 or xv.dtype != wv.dtype:
         return None
     if bias is not None and (bv is None or bv.dim() != 1 or bv.stride() != (1,) or bv.dtype != wv.dtype):
         return None
-    return x, w, bias
+    return x, w, bias, xv
 
 
-def one_row_gemvs(graph: torch.fx.Graph) -> list:
-    """Linears of one row (batch-1 decode, after merge_sibling_mms) -> zoo::gemv, a Triton GEMV on CUDA (cuBLAS
-    tiles them as GEMMs: see kernels/gemv.py). Returns each replaced linear's layer site."""
+def _one_row_linear(node):
+    """_linear's (x, w, bias) when its input is statically one row; else None."""
+    linear = _linear(node)
+    if linear is None or not (isinstance(linear[3].shape[0], int) and linear[3].shape[0] == 1):
+        return None
+    return linear[:3]
+
+
+def _few_rows_linear(node):
+    """_linear's (x, w, bias) when K >= MIN_K and its rows are not statically more than MAX_ROWS (a batched decode
+    step: the batch is often a symbolic size; the op picks its kernel from the real one); else None."""
+    linear = _linear(node)
+    if linear is None:
+        return None
+    rows, k = linear[3].shape
+    if not isinstance(k, int) or k < MIN_K or (isinstance(rows, int) and rows > MAX_ROWS):
+        return None
+    return linear[:3]
+
+
+def _replace_linears(graph, match, op) -> list:
+    """Every linear `match` accepts -> op(x, w, bias). Returns each replaced linear's layer site."""
     sites = []
     for node in list(graph.nodes):
-        operands = _one_row_linear(node)
+        operands = match(node)
         if operands is None:
             continue
         with graph.inserting_before(node):
-            y = _add(graph, torch.ops.zoo.gemv.default, operands, node)
+            y = _add(graph, op, operands, node)
         node.replace_all_uses_with(y)
         sites.append(site_of(node))
         wt = node.args[-1]
@@ -176,3 +198,16 @@ def one_row_gemvs(graph: torch.fx.Graph) -> list:
         if not wt.users:
             graph.erase_node(wt)
     return sites
+
+
+def one_row_gemvs(graph: torch.fx.Graph) -> list:
+    """Linears of one row (batch-1 decode, after merge_sibling_mms) -> zoo::gemv, a Triton GEMV on CUDA (cuBLAS
+    tiles them as GEMMs: see kernels/gemv.py). Returns each replaced linear's layer site."""
+    return _replace_linears(graph, _one_row_linear, torch.ops.zoo.gemv.default)
+
+
+def few_rows_mms(graph: torch.fx.Graph) -> list:
+    """Linears with K >= 16384 whose rows may be few (after one_row_gemvs) -> zoo::few_rows_mm: on CUDA a Triton
+    kernel streaming the weight once when M <= 16 (cuBLAS splits K there: see kernels/few_rows.py). Returns each
+    replaced linear's layer site."""
+    return _replace_linears(graph, _few_rows_linear, torch.ops.zoo.few_rows_mm.default)

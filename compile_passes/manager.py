@@ -18,7 +18,7 @@ from zoo_ref.errors import InputError
 from .attention import attention_replacements
 from .epilogues import gelu_epilogue_replacements
 from .gemv_fusion import drop_dead_views, fold_residuals, gemv_fusion_replacements
-from .linears import merge_sibling_mms, one_row_gemvs
+from .linears import few_rows_mms, merge_sibling_mms, one_row_gemvs
 from .patterns import record_call_sites, site_of
 from .rope import fold_cache_writes, pair_qk, rope_replacements
 from .windows import attend_by_window, masks_left
@@ -87,6 +87,9 @@ class ZooPassManager(CustomGraphPass):
                 residuals = fold_residuals(graph)
                 counts["gemv_residual"] = len(residuals)
                 self.sites.update(("gemv_residual", site) for site in residuals)
+            few = few_rows_mms(graph)
+            counts["few_rows_mm"] = len(few)
+            self.sites.update(("few_rows_mm", site) for site in few)
         self.log.append((self.current, counts))
 
     def checkpoint(self):

@@ -146,6 +146,26 @@ def _gemv_cuda(x, w, bias):
     return gemv_triton(x, w, bias)
 
 
+@torch.library.custom_op("zoo::few_rows_mm", mutates_args=())
+def few_rows_mm(x: Tensor, w: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """x [M, K] @ w[N, K]^T (+ bias [N]) -> [M, N]: a linear with a long reduction (K >= 16384) whose rows may be
+    few (a batched decode step); on CUDA the Triton kernel of kernels/few_rows.py when M <= 16, else F.linear."""
+    return torch.nn.functional.linear(x, w, bias)
+
+
+@few_rows_mm.register_fake
+def _(x, w, bias):
+    return x.new_empty(x.shape[0], w.shape[0])
+
+
+@few_rows_mm.register_kernel("cuda")
+def _few_rows_mm_cuda(x, w, bias):
+    from .kernels.few_rows import MAX_ROWS, few_rows_mm_triton
+    if not 0 < x.shape[0] <= MAX_ROWS or x.dtype != w.dtype:
+        return torch.nn.functional.linear(x, w, bias)
+    return few_rows_mm_triton(x if x.stride(1) == 1 else x.contiguous(), w, bias)
+
+
 @torch.library.custom_op("zoo::gemv_fused", mutates_args=())
 def gemv_fused(x: Tensor, w: Tensor, bias: Optional[Tensor], gate: Optional[Tensor], norm: Optional[Tensor],
                eps: float, residual: Optional[Tensor]) -> Tensor:

@@ -12,6 +12,7 @@ DEVICE = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda"  # inter
 
 import compile_passes.ops  # noqa: E402,F401  (zoo::gemv_fused: its CPU body is the reference)
 from compile_passes.kernels.cache_write import cache_write_triton  # noqa: E402
+from compile_passes.kernels.few_rows import few_rows_mm_triton  # noqa: E402
 from compile_passes.kernels.gemv import gemv_triton  # noqa: E402
 from compile_passes.kernels.gqa_decode import gqa_window_decode_triton  # noqa: E402
 from compile_passes.kernels.mla_latent import mla_latent_triton  # noqa: E402
@@ -99,6 +100,28 @@ def test_gemv_matches_linear(n, k, bias, strided, blocks, seed):
     b = _rand(n, g=g) if bias else None
     torch.testing.assert_close(gemv_triton(x, w, b, blocks=blocks), torch.nn.functional.linear(x, w, b),
                                rtol=1e-5, atol=1e-4)
+
+
+@settings(max_examples=15)
+@given(m=st.integers(1, 16), n=st.integers(1, 100), k=st.integers(1, 700), bias=st.booleans(), strided=st.booleans(),
+       blocks=st.sampled_from([(32, 256, 4, 4), (16, 64, 4, 2), (64, 128, 4, 3)]), seed=st.integers(0, 999))
+def test_few_rows_mm_matches_linear(m, n, k, bias, strided, blocks, seed):
+    """Up to 16 rows: uneven N and K (masked tails), a bias, x and w as row slices of wider buffers."""
+    g = torch.Generator().manual_seed(seed)
+    x = _rand(m, k + 5, g=g)[:, 3:k + 3] if strided else _rand(m, k, g=g)
+    w = _rand(n + 3, k, g=g)[2:n + 2] if strided else _rand(n, k, g=g)
+    b = _rand(n, g=g) if bias else None
+    torch.testing.assert_close(few_rows_mm_triton(x, w, b, blocks=blocks), torch.nn.functional.linear(x, w, b),
+                               rtol=1e-5, atol=1e-4)
+
+
+def test_few_rows_mm_at_mla_o_proj_depth():
+    """The reduction the kernel is used for (K = 16384: MLA's o_proj), 16 rows and 7, N not a multiple of the block."""
+    g = torch.Generator().manual_seed(0)
+    w = _rand(40, 16384, g=g)
+    for m in (16, 7):
+        x = _rand(m, 16384, g=g)
+        torch.testing.assert_close(few_rows_mm_triton(x, w), x @ w.T, rtol=1e-5, atol=1e-3)
 
 
 @settings(max_examples=20)

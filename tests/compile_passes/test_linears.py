@@ -1,13 +1,14 @@
 """The linears passes on their own: sibling merging rewrites exactly the mm's (addmm's with biases) whose weights zoo
 packed back to back, one-row GEMVs exactly the linears whose input is statically one row, and the compiled module
 equals eager for random shapes."""
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 from torch._inductor.compile_fx import compile_fx
 
-from compile_passes.linears import merge_sibling_mms, one_row_gemvs
+from compile_passes.linears import MIN_K, few_rows_mms, merge_sibling_mms, one_row_gemvs
 from zoo.packing import pack_linears
 from zoo_ref.layers import relative_error
 
@@ -23,18 +24,20 @@ class Siblings(nn.Module):
         return torch.cat([y.sum(-1, keepdim=True) for y in ys] + [ys[0] * 2], -1)
 
 
-def compiled_with_pass(module, gemvs=None):
+def compiled_with_pass(module, gemvs=None, few=None, dynamic=False):
     merged = []
 
     def run_pass(graph):
         merged.extend(merge_sibling_mms(graph))
         if gemvs is not None:
             gemvs.extend(one_row_gemvs(graph))
+        if few is not None:
+            few.extend(few_rows_mms(graph))
 
     def backend(gm, example_inputs):
         return compile_fx(gm, example_inputs, config_patches={"joint_custom_pre_pass": run_pass,
                                                               "fx_graph_cache": False})
-    return torch.compile(module, backend=backend, fullgraph=True), merged
+    return torch.compile(module, backend=backend, fullgraph=True, dynamic=dynamic), merged
 
 
 @settings(max_examples=6)
@@ -90,3 +93,21 @@ def test_one_row_linears_become_gemvs_and_match_eager(outs, d, rows, pack, bias,
         out = compiled(x)
     assert relative_error(out, before) < 1e-5
     assert len(gemvs) == (0 if rows > 1 else 1 if pack else len(outs)), (gemvs, merged)
+
+
+@pytest.mark.parametrize("rows,dynamic", [(2, False), (16, False), (17, False), (17, True), (1, True)])
+def test_long_reductions_of_few_rows_become_few_rows_mm_and_match_eager(rows, dynamic):
+    """A linear with K >= 16384 becomes zoo::few_rows_mm when its rows are not statically more than 16 (a symbolic
+    batch included: the op picks its kernel from the real rows); one row stays a GEMV (Dynamo keeps a size of 1
+    static), a short K stays an mm."""
+    torch.manual_seed(rows)
+    torch._dynamo.reset()
+    x = torch.randn(1, rows, MIN_K)
+    for module, inputs, want in ((Siblings(MIN_K, [5], bias=rows % 2 == 0), x, 1 < rows and (rows <= 16 or dynamic)),
+                                 (Siblings(64, [5]), x[..., :64], False)):
+        gemvs, few = [], []
+        with torch.no_grad():
+            compiled, _ = compiled_with_pass(module.eval(), gemvs, few, dynamic=dynamic)
+            assert relative_error(compiled(inputs), module(inputs)) < 1e-5
+        assert len(few) == want and len(gemvs) == (rows == 1), (few, gemvs)
+        torch._dynamo.reset()
