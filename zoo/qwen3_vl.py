@@ -37,12 +37,25 @@ class CompiledQwen3VL(CompiledDecoder):
         self.encoder_cache = EncoderCache(int(encoder_cache_mb * 2 ** 20)) if encoder_cache_mb else None
         self._vision = functools.partial(self._vision_fn, Regions(self.compiler, "vision", self._vision_block, True,
                                                                   self._sites))
+        # what runs around the blocks, compiled too (fused: the position mix, the rotary tables, the mergers' norms
+        # and GELUs); the two merger kinds (norm before / after the 2x2 shuffle) are two functions, a graph each
+        self._vision_embed = self.compiler(self._embed_body, "vision embed", dynamic=True)
+        self._vision_mergers = {kind: self.compiler(self._merger_body, f"vision {kind}", dynamic=True)
+                                for kind in ("merger", "deepstack merger")}
 
     @staticmethod
     def _vision_block(block, x, cos, sin, cache, cache_pos, pending, cu_seqlens, max_len: int, window: int):
         """One vision block (a compiled region: zoo/regions.py) over its frames' segments (no cache, no window), on
         x + pending (the block before's MLP output, zeros after a block that added its own) -> block.parts."""
         return block.parts(x + pending, cos, sin, segment_mask(cu_seqlens, max_len, x.shape[0]))
+
+    @staticmethod
+    def _embed_body(visual, pixels, rows, cols, taps, weights):
+        return visual.embed(pixels, rows, cols, taps, weights)
+
+    @staticmethod
+    def _merger_body(merger, x):
+        return merger(x)
 
     def _vision_fn(self, blocks, rows, cols, taps, weights, cu_seqlens, max_len: int, pixels):
         visual = self.model.model.visual
@@ -61,7 +74,12 @@ class CompiledQwen3VL(CompiledDecoder):
                 return x + mlp_out
             pending = mlp_out
             return x
-        return visual.encode(pixels, rows, cols, taps, weights, (cu_seqlens, max_len), block_fn)
+        def embed_fn(*args):
+            return self._vision_embed(visual, *args)
+
+        def merger_fn(merger, x):
+            return self._vision_mergers["merger" if merger is visual.merger else "deepstack merger"](merger, x)
+        return visual.encode(pixels, rows, cols, taps, weights, (cu_seqlens, max_len), block_fn, embed_fn, merger_fn)
 
     def _layer_sites(self):
         blocks = self.model.model.visual.blocks

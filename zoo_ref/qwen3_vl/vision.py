@@ -170,16 +170,21 @@ class VisionModel(nn.Module):
         """pixels: [N, patch_dim]; grid_thw: [n, 3] -> (tokens [N/4, out], [deepstack_i [N/4, out]])."""
         return self.encode(pixels, *self.layout(grid_thw))
 
-    def encode(self, pixels, rows, cols, taps, weights, mask, block_fn=None):
-        """block_fn(block, x, cos, sin, mask): how one block runs (zoo.compile passes its compiled region, which
-        takes `mask` in a form of its own: what it builds the mask from)."""
+    def embed(self, pixels, rows, cols, taps, weights):
+        """-> (x [N, hidden]: the patches' embedding plus their interpolated positions, cos, sin: the rotary tables)."""
         x = self.patch_embed(pixels)
         pos = (self.pos_embed(taps) * weights[:, :, None]).sum(1)  # bilinear mix of 4 table rows
-        x = x + pos.to(x.dtype)
-        cos, sin = self.rotary_pos_emb(rows, cols)
+        return x + pos.to(x.dtype), *self.rotary_pos_emb(rows, cols)
+
+    def encode(self, pixels, rows, cols, taps, weights, mask, block_fn=None, embed_fn=None, merger_fn=None):
+        """block_fn(block, x, cos, sin, mask): how one block runs (zoo.compile passes its compiled region, which
+        takes `mask` in a form of its own: what it builds the mask from); embed_fn (self.embed's arguments) and
+        merger_fn(merger, x) likewise for the embedding and the mergers."""
+        x, cos, sin = (embed_fn or self.embed)(pixels, rows, cols, taps, weights)
         deepstack = []
         for i, block in enumerate(self.blocks):
             x = block_fn(block, x, cos, sin, mask) if block_fn is not None else block(x, cos, sin, mask)
             if i in self.c.deepstack_visual_indexes:
-                deepstack.append(self.deepstack_merger_list[self.c.deepstack_visual_indexes.index(i)](x))
-        return self.merger(x), deepstack
+                merger = self.deepstack_merger_list[self.c.deepstack_visual_indexes.index(i)]
+                deepstack.append(merger_fn(merger, x) if merger_fn is not None else merger(x))
+        return merger_fn(self.merger, x) if merger_fn is not None else self.merger(x), deepstack
