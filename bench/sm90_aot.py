@@ -21,7 +21,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from compile_passes.kernels import few_rows, mla_latent  # noqa: E402
+from compile_passes.kernels import few_rows, mla_latent, mla_latent_gluon  # noqa: E402
 
 BF16 = "*bf16"
 KERNELS = {  # name -> (kernel, pointer types, 16-divisible int args, float args, default constexprs, warps, stages)
@@ -32,6 +32,11 @@ KERNELS = {  # name -> (kernel, pointer types, 16-divisible int args, float args
                     "out_h"}, {"scale"},
                    dict(C=512, R=64, BC=512, BR=64, BLOCK_H=64, BLOCK_N=64, MIN_SPAN=64, SINGLE=True,
                         MASK_WHOLE=False, PRECISION="tf32", USE_PDL=True), 8, 2),
+    "mla_gluon": (mla_latent_gluon._mla_gluon_kernel,
+                  {**dict.fromkeys(["ql_ptr", "qp_ptr", "kv_ptr", "pe_ptr", "out_ptr"], BF16), "start_ptr": "*i64",
+                   "lens_ptr": "*i64"},
+                  {"ql_b", "ql_h", "qp_b", "qp_h", "kv_b", "kv_s", "pe_b", "pe_s", "out_b", "out_h"}, {"scale_log2"},
+                  {}, 8, 1),
     "few_rows": (few_rows._few_rows_kernel, dict.fromkeys(["x_ptr", "w_ptr", "b_ptr", "y_ptr"], BF16),
                  {"N", "K", "x_m", "w_n", "y_m"}, set(),
                  dict(HAS_BIAS=False, EVEN=True, BLOCK_M=16, BLOCK_N=32, BLOCK_K=256, PRECISION="tf32",
@@ -53,7 +58,10 @@ def compile_sm90(name, overrides):
     fn = getattr(fn, "fn", fn) if not hasattr(fn, "arg_names") else fn
     sig = {a: "constexpr" if a in consts else ptrs.get(a, "fp32" if a in floats else "i32") for a in fn.arg_names}
     attrs = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(fn.arg_names) if a in ptrs or a in div16}
-    src = ASTSource(fn, sig, constexprs={(fn.arg_names.index(k),): v for k, v in consts.items()}, attrs=attrs)
+    source = ASTSource
+    if type(fn).__name__.startswith("Gluon"):  # a Gluon kernel: its layouts need the module's warp count
+        from triton.experimental.gluon._runtime import GluonASTSource as source
+    src = source(fn, sig, constexprs={(fn.arg_names.index(k),): v for k, v in consts.items()}, attrs=attrs)
     kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, "num_stages": stages})
     return kernel, consts, warps, stages
 

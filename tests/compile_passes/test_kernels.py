@@ -16,6 +16,7 @@ from compile_passes.kernels.few_rows import few_rows_mm_triton  # noqa: E402
 from compile_passes.kernels.gemv import gemv_triton  # noqa: E402
 from compile_passes.kernels.gqa_decode import gqa_window_decode_triton  # noqa: E402
 from compile_passes.kernels.mla_latent import mla_latent_triton  # noqa: E402
+from compile_passes.kernels.mla_latent_gluon import gluon_fits, mla_latent_gluon  # noqa: E402
 from compile_passes.kernels.rope import rope_cache_triton, rope_pair_triton, rope_triton  # noqa: E402
 from zoo_ref.decoder import sliding_mask, window_mask  # noqa: E402
 from zoo_ref.deepseek.mla import attention_mask, latent_attention, token_slots  # noqa: E402
@@ -164,6 +165,36 @@ def test_mla_latent_matches_reference_forward(b, t, h, c, r, s, splits, block_h,
                             block_n=16, n_splits=splits, min_span=16)
     torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-5)
     assert torch.all(out[~valid.to(DEVICE)] == 0)  # padding queries see nothing: zeros
+
+
+HOPPER = DEVICE == "cuda" and torch.cuda.get_device_capability()[0] == 9
+
+
+@pytest.mark.skipif(not HOPPER, reason="the Gluon MLA kernel is Hopper wgmma code (no interpreter, no other GPU)")
+@settings(max_examples=10, deadline=None)
+@given(b=st.sampled_from([1, 3, 70]), h=st.sampled_from([64, 128]), s=st.integers(1, 300), data=st.data(),
+       seed=st.integers(0, 999))
+def test_mla_gluon_matches_reference_forward(b, h, s, data, seed):
+    """Decode, bf16 against the fp32 reference forward: one-slot to several-tile rows, partial last tiles, rows that
+    see nothing (zeros), NaN in every slot past each row's length (never read); and the dispatch picks it for a
+    batch that fills the GPU."""
+    g = torch.Generator().manual_seed(seed)
+    lens = torch.tensor(data.draw(st.lists(st.integers(0, 1), min_size=b, max_size=b), label="seq_lens"))
+    starts = torch.tensor([data.draw(st.integers(0, s - int(n)), label="start") for n in lens])
+    q_lat, q_pe = _rand(b, 1, h, 512, g=g).bfloat16(), _rand(b, 1, h, 64, g=g).bfloat16()
+    kv, pe = _rand(b, s, 512, g=g).bfloat16(), _rand(b, s, 64, g=g).bfloat16()
+    n = max(1, int((starts + lens).max()))
+    positions, valid = token_slots(starts, lens, 1)
+    want = latent_attention(q_lat.float(), q_pe.float(), kv[:, :n].float(), pe[:, :n].float(),
+                            attention_mask(positions, valid, n).to(DEVICE), 0.1)
+    stale = (torch.arange(s)[None, :] >= (starts + lens)[:, None]).to(DEVICE)
+    kv[stale], pe[stale] = float("nan"), float("nan")
+    out = mla_latent_gluon(q_lat, q_pe, kv, pe, starts.to(DEVICE), lens.to(DEVICE), 0.1)
+    torch.testing.assert_close(out.float(), want, rtol=2e-2, atol=2e-2)
+    assert torch.all(out[~valid.to(DEVICE)] == 0)
+    assert gluon_fits(q_lat, q_pe, kv, pe) == (b * h // 64 >= 0.9 * torch.cuda.get_device_properties(0)
+                                               .multi_processor_count)
+    assert not gluon_fits(q_lat.float(), q_pe.float(), kv.float(), pe.float())  # fp32: the Triton kernel
 
 
 @settings(max_examples=20)

@@ -1,0 +1,190 @@
+"""Absorbed-MLA decode over the latent cache in Gluon (Hopper): mla_latent.py's math and contract, with a tile
+schedule Triton does not produce.
+
+Triton compiles mla_latent.py's loop so that every wgmma is waited for at once (`wait_group 0`, seen with
+bench/sm90_aot.py): a tile's softmax runs with the tensor cores idle. Here the schedule is explicit:
+- one program = 64 heads of one query, 8 warps (two warpgroups: the scores split by keys, the output by value
+  columns), 64-key tiles in two shared-memory slots (cp.async, masked: slots past the row's length are never read);
+- per tile j: the score MMAs of tile j and the P·V MMA of tile j-1 are issued together, the scores alone are waited
+  for (`warpgroup_mma_wait(1)`), and the softmax of tile j runs while P·V of tile j-1 is still on the tensor cores;
+  tile j+1 is loaded into tile j-1's slot as soon as that P·V is done; P reaches the P·V MMA through shared memory.
+Shared memory: 2 x 72 KB of tiles, 72 KB of query, 8 KB of P (224 KB of the 227 KB a block may have).
+Measured on an H200 (bench/mla_gluon.py, bench/RESULTS.md): B = 128 / history 4096 402 us against the Triton
+kernel's 540; B = 64 208 against 297. Used for decode (one query per row) in bf16 at DeepSeek's widths (512 + 64,
+heads a multiple of 64) when the batch fills the GPU without split-KV; everything else runs mla_latent.py.
+ZOO_MLA_GLUON=0 turns it off.
+"""
+import functools
+import os
+import warnings
+
+import torch
+import triton.language as tl
+
+try:  # Gluon ships with Triton >= 3.4
+    from triton.experimental import gluon
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.language.nvidia.ampere import async_copy
+    from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, warpgroup_mma, warpgroup_mma_wait
+    # names that moved between Triton releases: cp.async into shared memory (async_copy_global_to_shared up to
+    # 3.6, async_load later) and the block-wide barrier (thread_barrier, later barrier)
+    _cp_async = getattr(async_copy, "async_load", None) or async_copy.async_copy_global_to_shared
+    _barrier = getattr(gl, "thread_barrier", None) or gl.barrier
+except ImportError:  # pragma: no cover - older Triton: mla_latent.py serves every shape
+    gluon = None
+
+LOG2E = 1.4426950408889634
+# heads per program, keys per tile, latent and rope widths (constexpr: the kernels read them as globals)
+BLOCK_H, BLOCK_N, C, R = tl.constexpr(64), tl.constexpr(64), tl.constexpr(512), tl.constexpr(64)
+
+if gluon is not None:
+    @gluon.jit
+    def _load_tile(kv_row, pe_row, kv_s, pe_s, kv_buf, pe_buf, j, hi, ld_kv: gl.constexpr, ld_pe: gl.constexpr):
+        """cp.async of kv / pe slots [64 j, 64 j + 64) below hi into slot j % 2 (zeros past hi)."""
+        rows = j * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, ld_kv))
+        cols = gl.arange(0, C, layout=gl.SliceLayout(0, ld_kv))
+        ok = gl.expand_dims(rows < hi, 1) & gl.expand_dims(cols < C, 0)
+        _cp_async(
+            kv_buf.index(j % 2), kv_row + gl.expand_dims(rows, 1) * kv_s + gl.expand_dims(cols, 0), mask=ok)
+        rows = j * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, ld_pe))
+        cols = gl.arange(0, R, layout=gl.SliceLayout(0, ld_pe))
+        ok = gl.expand_dims(rows < hi, 1) & gl.expand_dims(cols < R, 0)
+        _cp_async(
+            pe_buf.index(j % 2), pe_row + gl.expand_dims(rows, 1) * pe_s + gl.expand_dims(cols, 0), mask=ok)
+        async_copy.commit_group()
+
+    @gluon.jit
+    def _softmax_step(s, keys, j, hi, m_i, l_acc, scale_log2):
+        """Tile j's scores -> (P relative to the new running max, that max, the rescale factor, the row sums so
+        far, kept per column until the end). A row that saw no key keeps -inf as its max and zeros as P."""
+        s = gl.where(gl.expand_dims(j * BLOCK_N + keys < hi, 0), s * scale_log2, float("-inf"))
+        m_new = gl.maximum(m_i, gl.max(s, axis=1))
+        base = gl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = gl.exp2(m_i - base)
+        p = gl.exp2(s - gl.expand_dims(base, 1))
+        return p, m_new, alpha, l_acc * gl.expand_dims(alpha, 1) + p
+
+    @gluon.jit
+    def _mla_gluon_kernel(ql_ptr, qp_ptr, kv_ptr, pe_ptr, start_ptr, lens_ptr, out_ptr, scale_log2, ql_b, ql_h,
+                          qp_b, qp_h, kv_b, kv_s, pe_b, pe_s, out_b, out_h, S):
+        hb = gl.program_id(0)
+        b = gl.program_id(1)
+        hi = gl.where(gl.load(lens_ptr + b) > 0, gl.load(start_ptr + b) + 1, 0)  # visible slots: [0, hi)
+        hi = gl.minimum(hi, S).to(gl.int32)  # past the cache only on an overflow, which the caller refuses
+        ld_kv: gl.constexpr = gl.BlockedLayout([1, 8], [1, 32], [8, 1], [1, 0])  # 16-byte vectors, a warp a row
+        ld_pe: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [8, 1], [1, 0])
+        mma_s: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 2],
+                                                        instr_shape=[16, BLOCK_N // 2, 16])
+        mma_o: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 2],
+                                                        instr_shape=[16, C // 2, 16])
+        kv_buf = gl.allocate_shared_memory(gl.bfloat16, [2, BLOCK_N, C],
+                                           gl.NVMMASharedLayout.get_default_for([BLOCK_N, C], gl.bfloat16))
+        pe_buf = gl.allocate_shared_memory(gl.bfloat16, [2, BLOCK_N, R],
+                                           gl.NVMMASharedLayout.get_default_for([BLOCK_N, R], gl.bfloat16))
+        p_smem = gl.allocate_shared_memory(gl.bfloat16, [BLOCK_H, BLOCK_N],
+                                           gl.NVMMASharedLayout.get_default_for([BLOCK_H, BLOCK_N], gl.bfloat16))
+        kv_row = kv_ptr + b * kv_b
+        pe_row = pe_ptr + b * pe_b
+        _load_tile(kv_row, pe_row, kv_s, pe_s, kv_buf, pe_buf, 0, hi, ld_kv, ld_pe)
+
+        # the query's 64 heads into shared memory: the score MMAs' A operand
+        heads = hb * BLOCK_H + gl.arange(0, BLOCK_H, layout=gl.SliceLayout(1, ld_kv))
+        c = gl.arange(0, C, layout=gl.SliceLayout(0, ld_kv))
+        ql_smem = gl.allocate_shared_memory(
+            gl.bfloat16, [BLOCK_H, C], gl.NVMMASharedLayout.get_default_for([BLOCK_H, C], gl.bfloat16),
+            gl.load(ql_ptr + b * ql_b + gl.expand_dims(heads, 1) * ql_h + gl.expand_dims(c, 0)))
+        heads = hb * BLOCK_H + gl.arange(0, BLOCK_H, layout=gl.SliceLayout(1, ld_pe))
+        r = gl.arange(0, R, layout=gl.SliceLayout(0, ld_pe))
+        qp_smem = gl.allocate_shared_memory(
+            gl.bfloat16, [BLOCK_H, R], gl.NVMMASharedLayout.get_default_for([BLOCK_H, R], gl.bfloat16),
+            gl.load(qp_ptr + b * qp_b + gl.expand_dims(heads, 1) * qp_h + gl.expand_dims(r, 0)))
+
+        # tile 0: scores, softmax, P into shared memory; tile 1 starts loading
+        async_copy.wait_group(0)
+        fence_async_shared()
+        _barrier()
+        zero_s = gl.zeros([BLOCK_H, BLOCK_N], gl.float32, layout=mma_s)
+        s = warpgroup_mma(ql_smem, kv_buf.index(0).permute((1, 0)), zero_s, use_acc=False)
+        s = warpgroup_mma(qp_smem, pe_buf.index(0).permute((1, 0)), s)
+        keys = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, mma_s))
+        p, m_i, alpha, l_acc = _softmax_step(s, keys, 0, hi, gl.max(zero_s, axis=1) - float("inf"), zero_s,
+                                             scale_log2)
+        p_smem.store(p.to(gl.bfloat16))
+        _load_tile(kv_row, pe_row, kv_s, pe_s, kv_buf, pe_buf, 1, hi, ld_kv, ld_pe)
+        fence_async_shared()
+        _barrier()
+
+        o = gl.zeros([BLOCK_H, C], gl.float32, layout=mma_o)
+        n_tiles = gl.maximum(gl.cdiv(hi, BLOCK_N), 1)
+        for j in range(1, n_tiles):
+            async_copy.wait_group(0)  # tile j has landed
+            fence_async_shared()
+            _barrier()
+            s_tok = warpgroup_mma(ql_smem, kv_buf.index(j % 2).permute((1, 0)), zero_s, use_acc=False,
+                                  is_async=True)
+            s_tok = warpgroup_mma(qp_smem, pe_buf.index(j % 2).permute((1, 0)), s_tok, is_async=True)
+            o_tok = warpgroup_mma(p_smem, kv_buf.index((j - 1) % 2), o, is_async=True)  # P·V of tile j-1
+            s = warpgroup_mma_wait(1, deps=(s_tok, ))  # the scores only: P·V keeps running
+            p, m_i, alpha, l_acc = _softmax_step(s, keys, j, hi, m_i, l_acc, scale_log2)
+            o = warpgroup_mma_wait(0, deps=(o_tok, ))
+            o = o * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, mma_o)), 1)
+            _barrier()  # both warpgroups are done with P and the slot of tile j-1
+            _load_tile(kv_row, pe_row, kv_s, pe_s, kv_buf, pe_buf, j + 1, hi, ld_kv, ld_pe)
+            p_smem.store(p.to(gl.bfloat16))
+            fence_async_shared()
+            _barrier()
+        o = warpgroup_mma(p_smem, kv_buf.index((n_tiles - 1) % 2), o)
+        async_copy.wait_group(0)
+
+        l_i = gl.convert_layout(gl.sum(l_acc, axis=1), gl.SliceLayout(1, mma_o))
+        o = gl.where(gl.expand_dims(l_i > 0, 1), o / gl.expand_dims(gl.where(l_i > 0, l_i, 1.0), 1), 0.0)
+        heads = hb * BLOCK_H + gl.arange(0, BLOCK_H, layout=gl.SliceLayout(1, mma_o))
+        c = gl.arange(0, C, layout=gl.SliceLayout(0, mma_o))
+        gl.store(out_ptr + b * out_b + gl.expand_dims(heads, 1) * out_h + gl.expand_dims(c, 0), o.to(gl.bfloat16))
+
+
+_failed = []  # the compile error that turned this kernel off in this process, if any
+
+
+def turn_off(error: Exception):
+    """This Triton's Gluon does not compile the kernel (its API moves between releases): say so once and let
+    mla_latent.py serve every shape."""
+    if not _failed:
+        warnings.warn(f"zoo: the Gluon MLA decode kernel does not compile with Triton here ({type(error).__name__}: "
+                      f"{str(error).splitlines()[0][:200]}); the Triton kernel (mla_latent.py) runs instead")
+    _failed.append(error)
+
+
+@functools.cache
+def _hopper_sms(index: int) -> int:
+    """The SM count of a Hopper GPU (wgmma exists on sm90 only), else 0."""
+    major, _ = torch.cuda.get_device_capability(index)
+    return torch.cuda.get_device_properties(index).multi_processor_count if major == 9 else 0
+
+
+def gluon_fits(q_lat, q_pe, kv, pe) -> bool:
+    """Whether mla_latent_gluon serves this call: decode in bf16 at 512 + 64 wide, heads a multiple of 64, unit
+    strides inside rows, on Hopper, with at least ~90% of the SMs busy without split-KV."""
+    if gluon is None or _failed or not q_lat.is_cuda or os.environ.get("ZOO_MLA_GLUON", "1") == "0":
+        return False
+    b, t, h, c = q_lat.shape
+    if t != 1 or c != C.value or q_pe.shape[-1] != R.value or h % BLOCK_H.value or q_lat.dtype != torch.bfloat16:
+        return False
+    if any(x.dtype != torch.bfloat16 or x.stride(-1) != 1 for x in (q_pe, kv, pe)):
+        return False
+    if kv.stride(1) % 8 or pe.stride(1) % 8 or kv.stride(0) % 8 or pe.stride(0) % 8:  # 16-byte cp.async rows
+        return False
+    index = q_lat.device.index if q_lat.device.index is not None else torch.cuda.current_device()
+    return b * (h // BLOCK_H.value) >= 0.9 * _hopper_sms(index) > 0
+
+
+def mla_latent_gluon(q_lat, q_pe, kv, pe, start_pos, seq_lens, scale):
+    """mla_latent_triton's contract for the calls gluon_fits accepts."""
+    b, _, h, c = q_lat.shape
+    start_pos, seq_lens = start_pos.contiguous(), seq_lens.contiguous()
+    out = torch.empty(q_lat.shape, dtype=q_lat.dtype, device=q_lat.device)
+    _mla_gluon_kernel[(h // BLOCK_H.value, b)](
+        q_lat, q_pe, kv, pe, start_pos, seq_lens, out, scale * LOG2E, q_lat.stride(0), q_lat.stride(2),
+        q_pe.stride(0), q_pe.stride(2), kv.stride(0), kv.stride(1), pe.stride(0), pe.stride(1), out.stride(0),
+        out.stride(2), kv.shape[1], num_warps=8)
+    return out
