@@ -7,7 +7,6 @@ around its CUDA graph (input copies, output clones, host reads) and how long the
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -17,20 +16,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import zoo  # noqa: E402
 from bench.mla import DECODE, R1  # noqa: E402
+from bench.profile_gpu import wall  # noqa: E402
 from bench.qwen3_vl import CONFIG_2B, image_prompt  # noqa: E402
 from zoo_ref.deepseek import MLA, MLAConfig  # noqa: E402
 from zoo_ref.qwen3_vl import Qwen3VLConfig, Qwen3VLForConditionalGeneration  # noqa: E402
 from zoo_ref.qwen3_vl.tiny import randomize_  # noqa: E402
-
-
-def wall_ms(fn, n):
-    fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / n * 1e3
 
 
 def timeline(fn, label, calls=3, show=40):
@@ -78,8 +68,8 @@ def main():
         call = lambda px=px, gr=gr: encode(px, gr)  # noqa: E731
         call()
         graph = next(g for key, (g, _) in compiled.graphs.graphs.items() if key[0] == "vision")
-        rows["vision"] = {"call ms": wall_ms(call, 20), "replay ms": wall_ms(graph.replay, 20),
-                          "call, grid on the host ms": wall_ms(lambda: call(px, gr_host), 20)}
+        rows["vision"] = {"call ms": wall(call, 20), "replay ms": wall(graph.replay, 20),
+                          "call, grid on the host ms": wall(lambda: call(px, gr_host), 20)}
         print(f"vision {args.size}: {rows['vision']}")
         timeline(call, f"vision {args.size} encode_vision")
     if "mla" in what:
@@ -94,7 +84,7 @@ def main():
         call = lambda: c(x, cache, start, ones)  # noqa: E731
         call()
         graph = next(g for key, (g, _) in c.graphs.graphs.items() if key[1] == 1 and key[2][2][0] == b)
-        rows["mla 16 in one step"] = {"call ms": wall_ms(call, 50), "replay ms": wall_ms(graph.replay, 50)}
+        rows["mla 16 in one step"] = {"call ms": wall(call, 50), "replay ms": wall(graph.replay, 50)}
         print(f"mla 16 in one step: {rows['mla 16 in one step']}")
         print("passes per graph:", zoo.explain(c).per_graph)
         timeline(call, "mla 16 in one step")
