@@ -74,6 +74,7 @@ class CompiledQwen3VL(CompiledDecoder):
                 return x + mlp_out
             pending = mlp_out
             return x
+
         def embed_fn(*args):
             return self._vision_embed(visual, *args)
 

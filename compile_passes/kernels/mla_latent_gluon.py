@@ -165,7 +165,8 @@ def _hopper_sms(index: int) -> int:
 def gluon_fits(q_lat, q_pe, kv, pe) -> bool:
     """Whether mla_latent_gluon serves this call: decode in bf16 at 512 + 64 wide, heads a multiple of 64, unit
     strides inside rows, on Hopper, with at least ~90% of the SMs busy without split-KV."""
-    if gluon is None or _failed or not q_lat.is_cuda or os.environ.get("ZOO_MLA_GLUON", "1") == "0":
+    if gluon is None or _failed or not q_lat.is_cuda or os.environ.get("ZOO_MLA_GLUON", "1") == "0" \
+            or os.environ.get("TRITON_INTERPRET", "0") == "1":  # the interpreter runs no Gluon
         return False
     b, t, h, c = q_lat.shape
     if t != 1 or c != C.value or q_pe.shape[-1] != R.value or h % BLOCK_H.value or q_lat.dtype != torch.bfloat16:
