@@ -30,7 +30,9 @@ class CompiledQwen3VL(CompiledDecoder):
         self._layouts = {}  # per distinct set of image/video grids
         self._keys_memo = None  # the last (pixels, grid) tensors' item keys: hashed once per call
         self._grid_memo = None  # the last device grid read: (its tensor, its version, the grids)
-        self._block_index = {id(b): i for i, b in enumerate(model.model.visual.blocks)}
+        visual = model.model.visual
+        read = set(visual.c.deepstack_visual_indexes) | {len(visual.blocks) - 1}  # blocks whose output is used
+        self._summed_blocks = {id(b) for i, b in enumerate(visual.blocks) if i in read}
         super().__init__(model, *args, **kwargs)
         if isinstance(encoder_cache_mb, bool) or not isinstance(encoder_cache_mb, (int, float)) or encoder_cache_mb < 0:
             raise InputError(f"encoder_cache_mb must be a number >= 0 (0: no cache), got {encoder_cache_mb!r}")
@@ -59,7 +61,6 @@ class CompiledQwen3VL(CompiledDecoder):
 
     def _vision_fn(self, blocks, rows, cols, taps, weights, cu_seqlens, max_len: int, pixels):
         visual = self.model.model.visual
-        read = set(visual.c.deepstack_visual_indexes) | {len(visual.blocks) - 1}  # blocks whose output is used
         zeros = pending = None
 
         def block_fn(block, x, cos, sin, structure):
@@ -69,7 +70,7 @@ class CompiledQwen3VL(CompiledDecoder):
             if zeros is None:
                 zeros = pending = torch.zeros_like(x)
             x, mlp_out = blocks.vision_block(block, x, cos, sin, (pending, *structure))
-            if self._block_index[id(block)] in read:
+            if id(block) in self._summed_blocks:
                 pending = zeros
                 return x + mlp_out
             pending = mlp_out

@@ -14,12 +14,14 @@ kernel's 540; B = 64 208 against 297. Used for decode (one query per row) in bf1
 heads a multiple of 64) when the batch fills the GPU without split-KV; everything else runs mla_latent.py.
 ZOO_MLA_GLUON=0 turns it off.
 """
-import functools
 import os
 import warnings
 
 import torch
 import triton.language as tl
+
+from .pdl import capability
+from .splitk import _sms
 
 try:  # Gluon ships with Triton >= 3.4
     from triton.experimental import gluon
@@ -155,13 +157,6 @@ def turn_off(error: Exception):
     _failed.append(error)
 
 
-@functools.cache
-def _hopper_sms(index: int) -> int:
-    """The SM count of a Hopper GPU (wgmma exists on sm90 only), else 0."""
-    major, _ = torch.cuda.get_device_capability(index)
-    return torch.cuda.get_device_properties(index).multi_processor_count if major == 9 else 0
-
-
 def gluon_fits(q_lat, q_pe, kv, pe) -> bool:
     """Whether mla_latent_gluon serves this call: decode in bf16 at 512 + 64 wide, heads a multiple of 64, unit
     strides inside rows, on Hopper, with at least ~90% of the SMs busy without split-KV."""
@@ -175,8 +170,7 @@ def gluon_fits(q_lat, q_pe, kv, pe) -> bool:
         return False
     if kv.stride(1) % 8 or pe.stride(1) % 8 or kv.stride(0) % 8 or pe.stride(0) % 8:  # 16-byte cp.async rows
         return False
-    index = q_lat.device.index if q_lat.device.index is not None else torch.cuda.current_device()
-    return b * (h // BLOCK_H.value) >= 0.9 * _hopper_sms(index) > 0
+    return capability(q_lat)[0] == 9 and b * (h // BLOCK_H.value) >= 0.9 * _sms(q_lat.device)  # wgmma: sm90 only
 
 
 def mla_latent_gluon(q_lat, q_pe, kv, pe, start_pos, seq_lens, scale):

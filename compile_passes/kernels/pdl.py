@@ -27,13 +27,17 @@ def wait_for_inputs(USE_PDL: tl.constexpr):
 
 
 @functools.cache
-def _capable(index: int) -> bool:
-    return torch.cuda.get_device_capability(index)[0] >= 9
+def _capability(index: int) -> tuple:
+    return torch.cuda.get_device_capability(index)
+
+
+def capability(t: torch.Tensor) -> tuple:
+    """(major, minor) compute capability of the CUDA device t lives on (looked up once per device)."""
+    return _capability(t.device.index if t.device.index is not None else torch.cuda.current_device())
 
 
 def pdl_launch(t: torch.Tensor) -> dict:
     """The launch arguments for a kernel that starts with wait_for_inputs and runs on t's device."""
     on = (t.device.type == "cuda" and os.environ.get("ZOO_PDL", "1") != "0"
-          and os.environ.get("TRITON_INTERPRET", "0") != "1"
-          and _capable(t.device.index if t.device.index is not None else torch.cuda.current_device()))
+          and os.environ.get("TRITON_INTERPRET", "0") != "1" and capability(t)[0] >= 9)
     return {"USE_PDL": True, "launch_pdl": True} if on else {"USE_PDL": False}
