@@ -3,8 +3,9 @@ torch's own math, with its floor.
 
   python bench/mla_kernel.py [--sweep]     # H100; --sweep also times each kernel config per shape
 
-Rows: (batch B, new tokens T, history, static cache slots S). zoo = `zoo::mla_window_attention` (the Triton kernel
-over each row's visible slots, replayed from a CUDA graph as the compiled MLA runs it). Peer: zoo_ref's
+Rows: (batch B, new tokens T, history, static cache slots S). zoo = `zoo::mla_window_attention` over each row's
+visible slots, replayed from a CUDA graph as the compiled MLA runs it (on Hopper in bf16: the Gluon kernel; the
+Triton kernel, mla_latent.py, is timed beside it as 'triton kernel us'). Peer: zoo_ref's
 latent_attention (einsum + fp32 softmax) over exactly the visible history (sliced by a host length, mask included,
 also graph-replayed). Floor: max(visible kv bytes / copy rate, score + value FLOPs / bf16 matmul rate), both rates
 measured in the same run (bench/attention.py's rates()).
@@ -65,6 +66,7 @@ def row(b, t, history, s, flops, bandwidth, sweep):
            "floor us": floor_us, "bound": "bytes" if nbytes / bandwidth > nflops / flops else "FLOPs",
            "zoo us": 1e3 * graphed_ms(lambda: torch.ops.zoo.mla_window_attention(q_lat, q_pe, kv, pe, start, lens,
                                                                                   SCALE)),
+           "triton kernel us": 1e3 * graphed_ms(lambda: mla_latent_triton(q_lat, q_pe, kv, pe, start, lens, SCALE)),
            "torch math us": 1e3 * graphed_ms(lambda: latent_attention(q_lat, q_pe, kv[:, :n], pe[:, :n], mask,
                                                                       SCALE))}
     out["zoo % of floor"] = 100 * floor_us / out["zoo us"]

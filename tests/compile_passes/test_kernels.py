@@ -171,30 +171,30 @@ HOPPER = DEVICE == "cuda" and torch.cuda.get_device_capability()[0] == 9
 
 
 @pytest.mark.skipif(not HOPPER, reason="the Gluon MLA kernel is Hopper wgmma code (no interpreter, no other GPU)")
-@settings(max_examples=10, deadline=None)
-@given(b=st.sampled_from([1, 3, 70]), h=st.sampled_from([64, 128]), s=st.integers(1, 300), data=st.data(),
-       seed=st.integers(0, 999))
-def test_mla_gluon_matches_reference_forward(b, h, s, data, seed):
-    """Decode, bf16 against the fp32 reference forward: one-slot to several-tile rows, partial last tiles, rows that
-    see nothing (zeros), NaN in every slot past each row's length (never read); and the dispatch picks it for a
-    batch that fills the GPU."""
+@settings(max_examples=16, deadline=None)
+@given(b=st.sampled_from([1, 3, 70]), t=st.sampled_from([1, 1, 5]), h=st.sampled_from([64, 128]),
+       s=st.integers(1, 300), splits=st.sampled_from([None, 1, 3]), data=st.data(), seed=st.integers(0, 999))
+def test_mla_gluon_matches_reference_forward(b, t, h, s, splits, data, seed):
+    """bf16 against the fp32 reference forward, decode and prefill, with and without split-KV: one-slot to
+    several-tile rows, partial last tiles, splits past a row's end, padding queries (zeros), NaN in every slot past
+    each row's length (never read); and the dispatch takes it for every such call on Hopper."""
     g = torch.Generator().manual_seed(seed)
-    lens = torch.tensor(data.draw(st.lists(st.integers(0, 1), min_size=b, max_size=b), label="seq_lens"))
+    lens = torch.tensor(data.draw(st.lists(st.integers(0, min(t, s)), min_size=b, max_size=b), label="seq_lens"))
     starts = torch.tensor([data.draw(st.integers(0, s - int(n)), label="start") for n in lens])
-    q_lat, q_pe = _rand(b, 1, h, 512, g=g).bfloat16(), _rand(b, 1, h, 64, g=g).bfloat16()
+    q_lat, q_pe = _rand(b, t, h, 512, g=g).bfloat16(), _rand(b, t, h, 64, g=g).bfloat16()
     kv, pe = _rand(b, s, 512, g=g).bfloat16(), _rand(b, s, 64, g=g).bfloat16()
     n = max(1, int((starts + lens).max()))
-    positions, valid = token_slots(starts, lens, 1)
+    positions, valid = token_slots(starts, lens, t)
     want = latent_attention(q_lat.float(), q_pe.float(), kv[:, :n].float(), pe[:, :n].float(),
                             attention_mask(positions, valid, n).to(DEVICE), 0.1)
     stale = (torch.arange(s)[None, :] >= (starts + lens)[:, None]).to(DEVICE)
     kv[stale], pe[stale] = float("nan"), float("nan")
-    out = mla_latent_gluon(q_lat, q_pe, kv, pe, starts.to(DEVICE), lens.to(DEVICE), 0.1)
+    out = mla_latent_gluon(q_lat, q_pe, kv, pe, starts.to(DEVICE), lens.to(DEVICE), 0.1, n_splits=splits)
     torch.testing.assert_close(out.float(), want, rtol=2e-2, atol=2e-2)
     assert torch.all(out[~valid.to(DEVICE)] == 0)
-    assert gluon_fits(q_lat, q_pe, kv, pe) == (b * h // 64 >= 0.9 * torch.cuda.get_device_properties(0)
-                                               .multi_processor_count)
+    assert gluon_fits(q_lat, q_pe, kv, pe)
     assert not gluon_fits(q_lat.float(), q_pe.float(), kv.float(), pe.float())  # fp32: the Triton kernel
+    assert not gluon_fits(q_lat[:, :, :48], q_pe[:, :, :48], kv, pe)  # 48 heads: the Triton kernel
 
 
 @settings(max_examples=20)
