@@ -20,7 +20,7 @@ import warnings
 import torch
 import triton.language as tl
 
-from .pdl import capability
+from .pdl import capability, pdl_launch
 from .splitk import _sms, cdiv, merge_splits_into
 
 try:  # Gluon ships with Triton >= 3.4
@@ -71,7 +71,12 @@ if gluon is not None:
     @gluon.jit
     def _mla_gluon_kernel(ql_ptr, qp_ptr, kv_ptr, pe_ptr, start_ptr, lens_ptr, out_ptr, o_ptr, lse_ptr, active_ptr,
                           scale_log2, ql_b, ql_t, ql_h, qp_b, qp_t, qp_h, kv_b, kv_s, pe_b, pe_s, out_b, out_t, out_h,
-                          T, H, S, SINGLE: gl.constexpr):
+                          T, H, S, SINGLE: gl.constexpr, USE_PDL: gl.constexpr):
+        if USE_PDL:  # pdl.py's wait_for_inputs: launched early, wait for the previous kernel, let the next launch
+            gl.inline_asm_elementwise("griddepcontrol.wait; // dummy $0", "=r", [], dtype=gl.int32, is_pure=False,
+                                      pack=1)
+            gl.inline_asm_elementwise("griddepcontrol.launch_dependents; // dummy $0", "=r", [], dtype=gl.int32,
+                                      is_pure=False, pack=1)
         hb = gl.program_id(0)  # fastest: the head blocks of one (query, split) run together and share the kv tiles
         sp = gl.program_id(1)
         bt = gl.program_id(2)
@@ -219,7 +224,7 @@ def mla_latent_gluon(q_lat, q_pe, kv, pe, start_pos, seq_lens, scale, n_splits=N
         q_lat, q_pe, kv, pe, start_pos, seq_lens, out, o, lse, active, scale * LOG2E, q_lat.stride(0),
         q_lat.stride(1), q_lat.stride(2), q_pe.stride(0), q_pe.stride(1), q_pe.stride(2), kv.stride(0),
         kv.stride(1), pe.stride(0), pe.stride(1), out.stride(0), out.stride(1), out.stride(2), t, h, kv.shape[1],
-        SINGLE=single, num_warps=8)
+        SINGLE=single, num_warps=8, **pdl_launch(q_lat))
     if not single:
         merge_splits_into(out, o, lse, t, active)
     return out

@@ -49,19 +49,22 @@ def split_plan(s, block_n, programs, device, n_splits=None, programs_per_sm=2):
 
 @triton.jit
 def _merge_kernel(o_ptr, lse_ptr, active_ptr, out_ptr, T, H, n_splits, width, out_b, out_t, out_h,
-                  HAS_ACTIVE: tl.constexpr, BD: tl.constexpr, CHUNK: tl.constexpr, USE_PDL: tl.constexpr):
-    """One program per (query, head): softmax(lse)-weighted sum of the splits' outputs, in the output dtype.
-    Splits are folded CHUNK at a time (online rescaling); with HAS_ACTIVE only the first active[query] splits
-    are read (the window kernels store nothing in the others), else all n_splits."""
+                  HAS_ACTIVE: tl.constexpr, BD: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
+                  USE_PDL: tl.constexpr):
+    """One program per (query, head, BLOCK_D output columns): softmax(lse)-weighted sum of the splits' outputs, in
+    the output dtype. Splits are folded CHUNK at a time (online rescaling; CHUNK covers every split in one pass up
+    to 64 of them, so a program waits for memory once); with HAS_ACTIVE only the first active[query] splits are
+    read (the window kernels store nothing in the others), else all n_splits. Columns split over the grid so
+    that a batch-1 query with 128 heads of 512 still spreads over the whole GPU."""
     wait_for_inputs(USE_PDL)
     q = tl.program_id(0)
     h = tl.program_id(1)
     row = q * H + h
     n = tl.load(active_ptr + q) if HAS_ACTIVE else n_splits
-    d = tl.arange(0, BD)
+    d = tl.program_id(2) * BLOCK_D + tl.arange(0, BLOCK_D)
     m = tl.full([1], float("-inf"), tl.float32)
     total = tl.zeros([1], tl.float32)
-    acc = tl.zeros([BD], tl.float32)
+    acc = tl.zeros([BLOCK_D], tl.float32)
     for c in range(0, n, CHUNK):
         sp = c + tl.arange(0, CHUNK)
         ok = sp < n
@@ -85,8 +88,9 @@ def merge_splits_into(out, o, lse, t, active=None):
     strides (width = out.shape[-1]), written in out's dtype. active: int32 [B*T] splits to read per query (None:
     all). One launch instead of a dozen torch ops."""
     q, h, n_splits, bd = o.shape
-    _merge_kernel[(q, h)](o, lse, lse if active is None else active, out, t, h, n_splits, out.shape[-1],
-                          out.stride(0), out.stride(1), out.stride(2), HAS_ACTIVE=active is not None, BD=bd,
-                          CHUNK=min(16, triton.next_power_of_2(n_splits)), num_warps=2,
-                          **pdl_launch(o))
+    block_d, chunk = min(bd, 128), min(64, triton.next_power_of_2(n_splits))
+    _merge_kernel[(q, h, cdiv(out.shape[-1], block_d))](
+        o, lse, lse if active is None else active, out, t, h, n_splits, out.shape[-1], out.stride(0), out.stride(1),
+        out.stride(2), HAS_ACTIVE=active is not None, BD=bd, BLOCK_D=block_d, CHUNK=chunk,
+        num_warps=4 if chunk * block_d >= 4096 else 2, **pdl_launch(o))
     return out

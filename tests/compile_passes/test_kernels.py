@@ -225,6 +225,28 @@ def test_gqa_window_decode_matches_zoo_ref_attention(b, t, hkv, n_rep, d, s, spl
     assert torch.all(out.masked_fill(mask.any(-1, keepdim=True), 0) == 0)  # queries outside: zeros
 
 
+@settings(max_examples=12, deadline=None)
+@given(q=st.integers(1, 3), h=st.integers(1, 3), n_splits=st.sampled_from([1, 5, 70, 130]),
+       width=st.sampled_from([8, 200, 512]), data=st.data(), seed=st.integers(0, 999))
+def test_merge_splits_matches_logsumexp_weights(q, h, n_splits, width, data, seed):
+    """The split merge == the softmax(lse)-weighted sum over the active splits, with more splits than one pass
+    folds (online rescaling across passes), several column blocks, splits that saw nothing (lse -inf) and NaN in
+    every split past a query's active count (never read)."""
+    from compile_passes.kernels.splitk import merge_splits_into
+    g = torch.Generator().manual_seed(seed)
+    bd = triton.next_power_of_2(width)
+    o, lse = _rand(q, h, n_splits, bd, g=g), 3 * _rand(q, h, n_splits, g=g)
+    active = [n_splits] + data.draw(st.lists(st.integers(0, n_splits), min_size=q - 1, max_size=q - 1))
+    active = torch.tensor(active, device=DEVICE)  # query 0 reads every split: all passes of the fold
+    lse[torch.rand(lse.shape, generator=g).to(DEVICE) < 0.3] = float("-inf")
+    past = torch.arange(n_splits, device=DEVICE)[None, None, :] >= active[:, None, None]  # [q, 1, splits]
+    o, lse = o.masked_fill(past[..., None], float("nan")), lse.masked_fill(past, float("nan"))
+    w = torch.softmax(lse.masked_fill(past, float("-inf")), -1).nan_to_num()  # no split at all: weight 0
+    want = torch.einsum("qhs,qhsd->qhd", w, o.nan_to_num())[..., :width]
+    out = merge_splits_into(torch.empty(q, 1, h, width, device=DEVICE), o, lse, 1, active.int())
+    torch.testing.assert_close(out[:, 0], want, rtol=1e-5, atol=1e-5)
+
+
 @settings(max_examples=10)
 @given(b=st.integers(1, 3), t=st.integers(1, 5), seed=st.integers(0, 999))
 def test_cache_write_matches_torch_op(b, t, seed):
