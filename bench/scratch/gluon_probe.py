@@ -2,8 +2,6 @@
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import compile_passes.kernels.mla_latent_gluon as mg  # noqa: E402
 from bench.attention import graphed_ms  # noqa: E402
@@ -19,19 +17,22 @@ def keep(out, o, lse, t, active):
     saved.update(o=o, lse=lse, active=active, out=out, t=t)
 
 
-for b, hist, s, splits in [(1, 32768, 32832, [None, 33, 44, 132]), (16, 400, 1024, [None, 1, 2]),
-                           (1, 128, 32768, [None, 1]), (16, 4096, 4160, [None, 2]), (64, 4096, 4160, [None]),
+for b, hist, s, splits in [(1, 32768, 32832, [None, 44]), (16, 400, 1024, [None, 1]),
+                           (1, 128, 32768, [None, 1]), (16, 4096, 4160, [None]), (64, 4096, 4160, [None]),
                            (128, 4096, 4160, [None])]:
     q_lat, q_pe, kv, pe, start, lens = inputs(b, 1, hist, s)
     tri = 1e3 * graphed_ms(lambda: mla_latent_triton(q_lat, q_pe, kv, pe, start, lens, SCALE))
     print(f"B={b} hist={hist}: triton {tri:.1f} us", flush=True)
-    for n in splits:
+    for n, pf in [(n, pf) for n in splits for pf in (0, 1, 2)]:
         mg.merge_splits_into = real_merge
-        us = 1e3 * graphed_ms(lambda: mg.mla_latent_gluon(q_lat, q_pe, kv, pe, start, lens, SCALE, n_splits=n))
+        us = 1e3 * graphed_ms(lambda: mg.mla_latent_gluon(q_lat, q_pe, kv, pe, start, lens, SCALE, n_splits=n,
+                                                          prefetch=pf))
         mg.merge_splits_into = keep
         saved.clear()
-        main = 1e3 * graphed_ms(lambda: mg.mla_latent_gluon(q_lat, q_pe, kv, pe, start, lens, SCALE, n_splits=n))
+        main = 1e3 * graphed_ms(lambda: mg.mla_latent_gluon(q_lat, q_pe, kv, pe, start, lens, SCALE, n_splits=n,
+                                                            prefetch=pf))
         merge = (1e3 * graphed_ms(lambda: merge_splits_into(saved["out"], saved["o"], saved["lse"], saved["t"],
                                                             saved["active"])) if saved else 0.0)
-        print(f"   gluon splits={n}: {us:.1f} us (main alone {main:.1f}, merge alone {merge:.1f})", flush=True)
+        print(f"   gluon prefetch={pf} splits={n}: {us:.1f} us (main alone {main:.1f}, merge alone {merge:.1f})",
+              flush=True)
 mg.merge_splits_into = real_merge

@@ -26,8 +26,8 @@ from .splitk import _sms, cdiv, merge_splits_into
 try:  # Gluon ships with Triton >= 3.4
     from triton.experimental import gluon
     from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.language.nvidia import hopper
     from triton.experimental.gluon.language.nvidia.ampere import async_copy
-    from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, warpgroup_mma, warpgroup_mma_wait
     # names that moved between Triton releases: cp.async into shared memory (async_copy_global_to_shared up to
     # 3.6, async_load later) and the block-wide barrier (thread_barrier, later barrier)
     _cp_async = getattr(async_copy, "async_load", None) or async_copy.async_copy_global_to_shared
@@ -71,7 +71,7 @@ if gluon is not None:
     @gluon.jit
     def _mla_gluon_kernel(ql_ptr, qp_ptr, kv_ptr, pe_ptr, start_ptr, lens_ptr, out_ptr, o_ptr, lse_ptr, active_ptr,
                           scale_log2, ql_b, ql_t, ql_h, qp_b, qp_t, qp_h, kv_b, kv_s, pe_b, pe_s, out_b, out_t, out_h,
-                          T, H, S, SINGLE: gl.constexpr, USE_PDL: gl.constexpr):
+                          T, H, S, SINGLE: gl.constexpr, PREFETCH: gl.constexpr, USE_PDL: gl.constexpr):
         if USE_PDL:  # pdl.py's wait_for_inputs: launched early, wait for the previous kernel, let the next launch
             gl.inline_asm_elementwise("griddepcontrol.wait; // dummy $0", "=r", [], dtype=gl.int32, is_pure=False,
                                       pack=1)
@@ -110,6 +110,8 @@ if gluon is not None:
         kv_row = kv_ptr + b * kv_b
         pe_row = pe_ptr + b * pe_b
         _load_tile(kv_row, pe_row, kv_s, pe_s, kv_buf, pe_buf, s0, 0, s1, ld_kv, ld_pe)
+        if PREFETCH == 1:
+            _load_tile(kv_row, pe_row, kv_s, pe_s, kv_buf, pe_buf, s0, 1, s1, ld_kv, ld_pe)
 
         # the query's 64 heads into shared memory: the score MMAs' A operand
         heads = hb * BLOCK_H + gl.arange(0, BLOCK_H, layout=gl.SliceLayout(1, ld_kv))
@@ -123,41 +125,83 @@ if gluon is not None:
             gl.bfloat16, [BLOCK_H, R], gl.NVMMASharedLayout.get_default_for([BLOCK_H, R], gl.bfloat16),
             gl.load(qp_ptr + b * qp_b + t * qp_t + gl.expand_dims(heads, 1) * qp_h + gl.expand_dims(r, 0)))
 
-        # tile 0: scores, softmax, P into shared memory; tile 1 starts loading
-        async_copy.wait_group(0)
-        fence_async_shared()
-        _barrier()
         zero_s = gl.zeros([BLOCK_H, BLOCK_N], gl.float32, layout=mma_s)
-        s = warpgroup_mma(ql_smem, kv_buf.index(0).permute((1, 0)), zero_s, use_acc=False)
-        s = warpgroup_mma(qp_smem, pe_buf.index(0).permute((1, 0)), s)
         keys = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, mma_s))
-        p, m_i, alpha, l_acc = _softmax_step(s, keys, s0, s1, gl.max(zero_s, axis=1) - float("inf"), zero_s,
-                                             scale_log2)
-        p_smem.store(p.to(gl.bfloat16))
-        _load_tile(kv_row, pe_row, kv_s, pe_s, kv_buf, pe_buf, s0, 1, s1, ld_kv, ld_pe)
-        fence_async_shared()
-        _barrier()
-
-        o = gl.zeros([BLOCK_H, C], gl.float32, layout=mma_o)
-        for j in range(1, n_tiles):
-            async_copy.wait_group(0)  # tile j has landed
-            fence_async_shared()
+        if PREFETCH == 1:  # tile j + 1 loads during all of tile j's work; the softmax does not overlap the MMAs
+            m_i = gl.max(zero_s, axis=1) - float("inf")
+            l_acc = zero_s
+            o = gl.zeros([BLOCK_H, C], gl.float32, layout=mma_o)
+            for j in range(0, n_tiles):
+                async_copy.wait_group(1)  # tile j has landed; tile j + 1 may still be on its way
+                hopper.fence_async_shared()
+                _barrier()
+                s = hopper.warpgroup_mma(ql_smem, kv_buf.index(j % 2).permute((1, 0)), zero_s, use_acc=False)
+                s = hopper.warpgroup_mma(qp_smem, pe_buf.index(j % 2).permute((1, 0)), s)
+                p, m_i, alpha, l_acc = _softmax_step(s, keys, s0 + j * BLOCK_N, s1, m_i, l_acc, scale_log2)
+                o = o * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, mma_o)), 1)
+                p_smem.store(p.to(gl.bfloat16))
+                hopper.fence_async_shared()
+                _barrier()
+                o = hopper.warpgroup_mma(p_smem, kv_buf.index(j % 2), o)
+                _barrier()  # both warpgroups are done with P and with tile j's slot
+                _load_tile(kv_row, pe_row, kv_s, pe_s, kv_buf, pe_buf, s0, j + 2, s1, ld_kv, ld_pe)
+            async_copy.wait_group(0)
+        elif PREFETCH == 2:  # P·V of tile j - 1 and the scores of tile j back to back on the tensor cores
+            m_i = gl.max(zero_s, axis=1) - float("inf")
+            l_acc = zero_s
+            o = hopper.warpgroup_mma_init(gl.zeros([BLOCK_H, C], gl.float32, layout=mma_o))  # an async accumulator
+            for j in range(0, n_tiles):
+                async_copy.wait_group(0)  # tile j has landed
+                hopper.fence_async_shared()
+                _barrier()
+                s_tok = hopper.warpgroup_mma(ql_smem, kv_buf.index(j % 2).permute((1, 0)), zero_s, use_acc=False,
+                                      is_async=True)
+                s_tok = hopper.warpgroup_mma(qp_smem, pe_buf.index(j % 2).permute((1, 0)), s_tok, is_async=True)
+                o, s = hopper.warpgroup_mma_wait(0, deps=(o, s_tok))  # P·V of tile j - 1 and the scores of tile j
+                _barrier()  # both warpgroups are done with P and with tile j - 1's slot
+                _load_tile(kv_row, pe_row, kv_s, pe_s, kv_buf, pe_buf, s0, j + 1, s1, ld_kv, ld_pe)
+                p, m_i, alpha, l_acc = _softmax_step(s, keys, s0 + j * BLOCK_N, s1, m_i, l_acc, scale_log2)
+                o = o * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, mma_o)), 1)
+                p_smem.store(p.to(gl.bfloat16))
+                hopper.fence_async_shared()
+                _barrier()
+                o = hopper.warpgroup_mma(p_smem, kv_buf.index(j % 2), o, is_async=True)
+            o = hopper.warpgroup_mma_wait(0, deps=(o, ))
+            async_copy.wait_group(0)
+        else:
+            # tile 0: scores, softmax, P into shared memory; tile 1 starts loading
+            async_copy.wait_group(0)
+            hopper.fence_async_shared()
             _barrier()
-            s_tok = warpgroup_mma(ql_smem, kv_buf.index(j % 2).permute((1, 0)), zero_s, use_acc=False,
-                                  is_async=True)
-            s_tok = warpgroup_mma(qp_smem, pe_buf.index(j % 2).permute((1, 0)), s_tok, is_async=True)
-            o_tok = warpgroup_mma(p_smem, kv_buf.index((j - 1) % 2), o, is_async=True)  # P·V of tile j-1
-            s = warpgroup_mma_wait(1, deps=(s_tok, ))  # the scores only: P·V keeps running
-            p, m_i, alpha, l_acc = _softmax_step(s, keys, s0 + j * BLOCK_N, s1, m_i, l_acc, scale_log2)
-            o = warpgroup_mma_wait(0, deps=(o_tok, ))
-            o = o * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, mma_o)), 1)
-            _barrier()  # both warpgroups are done with P and the slot of tile j-1
-            _load_tile(kv_row, pe_row, kv_s, pe_s, kv_buf, pe_buf, s0, j + 1, s1, ld_kv, ld_pe)
+            s = hopper.warpgroup_mma(ql_smem, kv_buf.index(0).permute((1, 0)), zero_s, use_acc=False)
+            s = hopper.warpgroup_mma(qp_smem, pe_buf.index(0).permute((1, 0)), s)
+            p, m_i, alpha, l_acc = _softmax_step(s, keys, s0, s1, gl.max(zero_s, axis=1) - float("inf"), zero_s,
+                                                 scale_log2)
             p_smem.store(p.to(gl.bfloat16))
-            fence_async_shared()
+            _load_tile(kv_row, pe_row, kv_s, pe_s, kv_buf, pe_buf, s0, 1, s1, ld_kv, ld_pe)
+            hopper.fence_async_shared()
             _barrier()
-        o = warpgroup_mma(p_smem, kv_buf.index((n_tiles - 1) % 2), o)
-        async_copy.wait_group(0)
+
+            o = gl.zeros([BLOCK_H, C], gl.float32, layout=mma_o)
+            for j in range(1, n_tiles):
+                async_copy.wait_group(0)  # tile j has landed
+                hopper.fence_async_shared()
+                _barrier()
+                s_tok = hopper.warpgroup_mma(ql_smem, kv_buf.index(j % 2).permute((1, 0)), zero_s, use_acc=False,
+                                      is_async=True)
+                s_tok = hopper.warpgroup_mma(qp_smem, pe_buf.index(j % 2).permute((1, 0)), s_tok, is_async=True)
+                o_tok = hopper.warpgroup_mma(p_smem, kv_buf.index((j - 1) % 2), o, is_async=True)  # P·V of tile j-1
+                s = hopper.warpgroup_mma_wait(1, deps=(s_tok, ))  # the scores only: P·V keeps running
+                p, m_i, alpha, l_acc = _softmax_step(s, keys, s0 + j * BLOCK_N, s1, m_i, l_acc, scale_log2)
+                o = hopper.warpgroup_mma_wait(0, deps=(o_tok, ))
+                o = o * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, mma_o)), 1)
+                _barrier()  # both warpgroups are done with P and the slot of tile j-1
+                _load_tile(kv_row, pe_row, kv_s, pe_s, kv_buf, pe_buf, s0, j + 1, s1, ld_kv, ld_pe)
+                p_smem.store(p.to(gl.bfloat16))
+                hopper.fence_async_shared()
+                _barrier()
+            o = hopper.warpgroup_mma(p_smem, kv_buf.index((n_tiles - 1) % 2), o)
+            async_copy.wait_group(0)
 
         l_i = gl.convert_layout(gl.sum(l_acc, axis=1), gl.SliceLayout(1, mma_o))
         o = gl.where(gl.expand_dims(l_i > 0, 1), o / gl.expand_dims(gl.where(l_i > 0, l_i, 1.0), 1), 0.0)
@@ -174,6 +218,7 @@ if gluon is not None:
                                              float("-inf")))
 
 
+PREFETCH_DEFAULT = int(os.environ.get("ZOO_MLA_GLUON_PREFETCH", "1"))  # A/B while measuring
 _failed = []  # the compile error that turned this kernel off in this process, if any
 
 
@@ -208,7 +253,7 @@ def split_count(s: int, programs: int, device) -> int:
     return max(1, min(cdiv(s, BLOCK_N.value), _sms(device) // programs))
 
 
-def mla_latent_gluon(q_lat, q_pe, kv, pe, start_pos, seq_lens, scale, n_splits=None):
+def mla_latent_gluon(q_lat, q_pe, kv, pe, start_pos, seq_lens, scale, n_splits=None, prefetch=None):
     """mla_latent_triton's contract for the calls gluon_fits accepts (prefill and decode)."""
     b, t, h, c = q_lat.shape
     start_pos, seq_lens = start_pos.contiguous(), seq_lens.contiguous()
@@ -224,7 +269,8 @@ def mla_latent_gluon(q_lat, q_pe, kv, pe, start_pos, seq_lens, scale, n_splits=N
         q_lat, q_pe, kv, pe, start_pos, seq_lens, out, o, lse, active, scale * LOG2E, q_lat.stride(0),
         q_lat.stride(1), q_lat.stride(2), q_pe.stride(0), q_pe.stride(1), q_pe.stride(2), kv.stride(0),
         kv.stride(1), pe.stride(0), pe.stride(1), out.stride(0), out.stride(1), out.stride(2), t, h, kv.shape[1],
-        SINGLE=single, num_warps=8, **pdl_launch(q_lat))
+        SINGLE=single, PREFETCH=PREFETCH_DEFAULT if prefetch is None else prefetch, num_warps=8,
+        **pdl_launch(q_lat))
     if not single:
         merge_splits_into(out, o, lse, t, active)
     return out

@@ -88,9 +88,10 @@ def merge_splits_into(out, o, lse, t, active=None):
     strides (width = out.shape[-1]), written in out's dtype. active: int32 [B*T] splits to read per query (None:
     all). One launch instead of a dozen torch ops."""
     q, h, n_splits, bd = o.shape
-    block_d, chunk = min(bd, 128), min(64, triton.next_power_of_2(n_splits))
+    # columns over the grid only when (query, head) programs are few (batch-1 MLA: 128 of them); else whole rows
+    block_d, chunk = (bd if q * h >= 1024 else min(bd, 128)), min(64, triton.next_power_of_2(n_splits))
     _merge_kernel[(q, h, cdiv(out.shape[-1], block_d))](
         o, lse, lse if active is None else active, out, t, h, n_splits, out.shape[-1], out.stride(0), out.stride(1),
         out.stride(2), HAS_ACTIVE=active is not None, BD=bd, BLOCK_D=block_d, CHUNK=chunk,
-        num_warps=4 if chunk * block_d >= 4096 else 2, **pdl_launch(o))
+        num_warps=4 if chunk * block_d >= 2048 else 2, **pdl_launch(o))
     return out
