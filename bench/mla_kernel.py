@@ -7,7 +7,8 @@ Rows: (batch B, new tokens T, history, static cache slots S). zoo = `zoo::mla_wi
 visible slots, replayed from a CUDA graph as the compiled MLA runs it (on Hopper in bf16: the Gluon kernel; the
 Triton kernel, mla_latent.py, is timed beside it as 'triton kernel us'). Peer: zoo_ref's
 latent_attention (einsum + fp32 softmax) over exactly the visible history (sliced by a host length, mask included,
-also graph-replayed). Floor: max(visible kv bytes / copy rate, score + value FLOPs / bf16 matmul rate), both rates
+also graph-replayed). 'zoo chained us': per call, 8 calls over 8 caches in one graph (a decode step's layers: one
+graph launch for all). Floor: max(visible kv bytes / copy rate, score + value FLOPs / bf16 matmul rate), both rates
 measured in the same run (bench/attention.py's rates()).
 """
 import argparse
@@ -54,6 +55,20 @@ def work(b, t, history):
     return nbytes, 2 * H * keys * (C + R + C)
 
 
+def chained_us(b, t, history, s, n=8):
+    """Per call when n calls over n different caches replay back to back from one graph, as the layers of a decode
+    step run: the graph's launch is shared, each call's reads still come from memory (n caches, not L2)."""
+    calls = [inputs(b, t, history, s) for _ in range(n)]
+
+    def step():
+        for q_lat, q_pe, kv, pe, start, lens in calls:
+            torch.ops.zoo.mla_window_attention(q_lat, q_pe, kv, pe, start, lens, SCALE)
+    us = 1e3 * graphed_ms(step) / n
+    del calls
+    torch.cuda.empty_cache()
+    return us
+
+
 def row(b, t, history, s, flops, bandwidth, sweep):
     q_lat, q_pe, kv, pe, start, lens = inputs(b, t, history, s)
     n = history + t
@@ -69,6 +84,7 @@ def row(b, t, history, s, flops, bandwidth, sweep):
            "triton kernel us": 1e3 * graphed_ms(lambda: mla_latent_triton(q_lat, q_pe, kv, pe, start, lens, SCALE)),
            "torch math us": 1e3 * graphed_ms(lambda: latent_attention(q_lat, q_pe, kv[:, :n], pe[:, :n], mask,
                                                                       SCALE))}
+    out["zoo chained us"] = chained_us(b, t, history, s)
     out["zoo % of floor"] = 100 * floor_us / out["zoo us"]
     out["zoo TFLOP/s"] = nflops / out["zoo us"] / 1e6
     out["zoo GB/s"] = nbytes / out["zoo us"] / 1e3

@@ -109,21 +109,20 @@ if gluon is not None:
                                            gl.NVMMASharedLayout.get_default_for([BLOCK_H, BLOCK_N], gl.bfloat16))
         kv_row = kv_ptr + b * kv_b
         pe_row = pe_ptr + b * pe_b
+        # the query's 64 heads into shared memory (the score MMAs' A operand), in tile 0's cp.async group
+        ql_smem = gl.allocate_shared_memory(gl.bfloat16, [BLOCK_H, C],
+                                            gl.NVMMASharedLayout.get_default_for([BLOCK_H, C], gl.bfloat16))
+        qp_smem = gl.allocate_shared_memory(gl.bfloat16, [BLOCK_H, R],
+                                            gl.NVMMASharedLayout.get_default_for([BLOCK_H, R], gl.bfloat16))
+        heads = hb * BLOCK_H + gl.arange(0, BLOCK_H, layout=gl.SliceLayout(1, ld_kv))
+        c = gl.arange(0, C, layout=gl.SliceLayout(0, ld_kv))
+        _cp_async(ql_smem, ql_ptr + b * ql_b + t * ql_t + gl.expand_dims(heads, 1) * ql_h + gl.expand_dims(c, 0))
+        heads = hb * BLOCK_H + gl.arange(0, BLOCK_H, layout=gl.SliceLayout(1, ld_pe))
+        r = gl.arange(0, R, layout=gl.SliceLayout(0, ld_pe))
+        _cp_async(qp_smem, qp_ptr + b * qp_b + t * qp_t + gl.expand_dims(heads, 1) * qp_h + gl.expand_dims(r, 0))
         _load_tile(kv_row, pe_row, kv_s, pe_s, kv_buf, pe_buf, s0, 0, s1, ld_kv, ld_pe)
         if PREFETCH == 1:
             _load_tile(kv_row, pe_row, kv_s, pe_s, kv_buf, pe_buf, s0, 1, s1, ld_kv, ld_pe)
-
-        # the query's 64 heads into shared memory: the score MMAs' A operand
-        heads = hb * BLOCK_H + gl.arange(0, BLOCK_H, layout=gl.SliceLayout(1, ld_kv))
-        c = gl.arange(0, C, layout=gl.SliceLayout(0, ld_kv))
-        ql_smem = gl.allocate_shared_memory(
-            gl.bfloat16, [BLOCK_H, C], gl.NVMMASharedLayout.get_default_for([BLOCK_H, C], gl.bfloat16),
-            gl.load(ql_ptr + b * ql_b + t * ql_t + gl.expand_dims(heads, 1) * ql_h + gl.expand_dims(c, 0)))
-        heads = hb * BLOCK_H + gl.arange(0, BLOCK_H, layout=gl.SliceLayout(1, ld_pe))
-        r = gl.arange(0, R, layout=gl.SliceLayout(0, ld_pe))
-        qp_smem = gl.allocate_shared_memory(
-            gl.bfloat16, [BLOCK_H, R], gl.NVMMASharedLayout.get_default_for([BLOCK_H, R], gl.bfloat16),
-            gl.load(qp_ptr + b * qp_b + t * qp_t + gl.expand_dims(heads, 1) * qp_h + gl.expand_dims(r, 0)))
 
         zero_s = gl.zeros([BLOCK_H, BLOCK_N], gl.float32, layout=mma_s)
         keys = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, mma_s))
@@ -218,7 +217,7 @@ if gluon is not None:
                                              float("-inf")))
 
 
-PREFETCH_DEFAULT = int(os.environ.get("ZOO_MLA_GLUON_PREFETCH", "1"))  # A/B while measuring
+PREFETCH_DEFAULT = int(os.environ.get("ZOO_MLA_GLUON_PREFETCH", "2"))  # A/B while measuring
 _failed = []  # the compile error that turned this kernel off in this process, if any
 
 
