@@ -93,5 +93,5 @@ def merge_splits_into(out, o, lse, t, active=None):
     _merge_kernel[(q, h, cdiv(out.shape[-1], block_d))](
         o, lse, lse if active is None else active, out, t, h, n_splits, out.shape[-1], out.stride(0), out.stride(1),
         out.stride(2), HAS_ACTIVE=active is not None, BD=bd, BLOCK_D=block_d, CHUNK=chunk,
-        num_warps=4 if chunk * block_d >= 2048 else 2, **pdl_launch(o))
+        num_warps=4 if chunk * block_d >= 8192 else 2, **pdl_launch(o))
     return out
