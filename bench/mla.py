@@ -231,8 +231,8 @@ def write_report(results, floor, args, device):
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        fig, axes = plt.subplots(1, len(results), figsize=(4 * len(results), 3.5))
-        for ax, (scenario, row) in zip(axes, results.items()):
+        fig, axes = plt.subplots(1, len(results), figsize=(4 * len(results), 3.5), squeeze=False)
+        for ax, (scenario, row) in zip(axes[0], results.items()):
             u = unit[scenario]
             colors = ["tab:blue", "tab:green", "tab:cyan", "tab:olive", "tab:purple"][:len(names) - 1]
             ax.bar(names + ["floor"], [row[n] * scale[u] for n in names] + [floor[scenario] * scale[u]],
