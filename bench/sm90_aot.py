@@ -36,7 +36,7 @@ KERNELS = {  # name -> (kernel, pointer types, 16-divisible int args, float args
                   {**dict.fromkeys(["ql_ptr", "qp_ptr", "kv_ptr", "pe_ptr", "out_ptr", "o_ptr"], BF16),
                    "start_ptr": "*i64", "lens_ptr": "*i64", "lse_ptr": "*fp32", "active_ptr": "*i32"},
                   {"ql_b", "ql_t", "ql_h", "qp_b", "qp_t", "qp_h", "kv_b", "kv_s", "pe_b", "pe_s", "out_b", "out_t",
-                   "out_h"}, {"scale_log2"}, dict(SINGLE=True, PREFETCH=1, USE_PDL=True), 8, 1),
+                   "out_h"}, {"scale_log2"}, dict(SINGLE=True, USE_PDL=True), 8, 1),
     "few_rows": (few_rows._few_rows_kernel, dict.fromkeys(["x_ptr", "w_ptr", "b_ptr", "y_ptr"], BF16),
                  {"N", "K", "x_m", "w_n", "y_m"}, set(),
                  dict(HAS_BIAS=False, EVEN=True, BLOCK_M=16, BLOCK_N=32, BLOCK_K=256, PRECISION="tf32",

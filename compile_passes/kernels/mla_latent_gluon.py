@@ -1,18 +1,24 @@
-"""Absorbed-MLA decode over the latent cache in Gluon (Hopper): mla_latent.py's math and contract, with a tile
+"""Absorbed-MLA attention over the latent cache in Gluon (Hopper): mla_latent.py's math and contract, with a tile
 schedule Triton does not produce.
 
-Triton compiles mla_latent.py's loop so that every wgmma is waited for at once (`wait_group 0`, seen with
-bench/sm90_aot.py): a tile's softmax runs with the tensor cores idle. Here the schedule is explicit:
-- one program = 64 heads of one query, 8 warps (two warpgroups: the scores split by keys, the output by value
-  columns), 64-key tiles in two shared-memory slots (cp.async, masked: slots past the row's length are never read);
-- per tile j: the score MMAs of tile j and the P·V MMA of tile j-1 are issued together, the scores alone are waited
-  for (`warpgroup_mma_wait(1)`), and the softmax of tile j runs while P·V of tile j-1 is still on the tensor cores;
-  tile j+1 is loaded into tile j-1's slot as soon as that P·V is done; P reaches the P·V MMA through shared memory.
+Triton compiles mla_latent.py's loop so that every wgmma is waited for at once and each tile's load is issued one
+tile ahead at best (seen with bench/sm90_aot.py). Here the schedule is explicit:
+- one program = 64 heads of one query (and one split of its keys), 8 warps: two warpgroups, the scores split by
+  keys, the output by value columns; 64-key tiles in two shared-memory slots (cp.async, masked: slots past the
+  row's length are never read, they hold zeros);
+- per tile j: the scores of tile j are issued right behind the P·V of tile j-1 (back to back on the tensor cores)
+  and both are waited for; tile j+1 then starts loading into tile j-1's slot, so it has the softmax of tile j and
+  the P·V of tile j to arrive in; P reaches the P·V MMA through shared memory;
+- split-KV when the (query, head block) programs do not fill the GPU: whole tiles per split from the row's own
+  length (CUDA-graph safe), splits past it exit, splitk's merge folds the splits a query used.
 Shared memory: 2 x 72 KB of tiles, 72 KB of query, 8 KB of P (224 KB of the 227 KB a block may have).
-Measured on an H200 (bench/mla_gluon.py, bench/RESULTS.md): B = 128 / history 4096 402 us against the Triton
-kernel's 540; B = 64 208 against 297. Used for decode (one query per row) in bf16 at DeepSeek's widths (512 + 64,
-heads a multiple of 64) when the batch fills the GPU without split-KV; everything else runs mla_latent.py.
-ZOO_MLA_GLUON=0 turns it off.
+Bound: a tile is 8.9 MFLOP of MMAs (~1.2 us of one SM's tensor cores); it costs ~2.8 us here. The schedules tried
+on an H200 (bench/RESULTS.md, ninth session): the softmax overlapping the previous P·V with the next tile's load
+exposed (the eighth session's kernel: B = 128 / history 4096 403 us), synchronous MMAs with the next tile loading
+during all of this one (375 us), this one (350-356 us; the Triton kernel 540). Left on the table: FlashMLA's split of
+the two warpgroups (one tile's scores while the other tile's P·V, each warpgroup owning whole rows of its tile).
+Used for every bf16 call at DeepSeek's widths (512 + 64, heads a multiple of 64) on Hopper; ZOO_MLA_GLUON=0 turns it
+off (mla_latent.py serves everything then).
 """
 import os
 import warnings
@@ -71,7 +77,7 @@ if gluon is not None:
     @gluon.jit
     def _mla_gluon_kernel(ql_ptr, qp_ptr, kv_ptr, pe_ptr, start_ptr, lens_ptr, out_ptr, o_ptr, lse_ptr, active_ptr,
                           scale_log2, ql_b, ql_t, ql_h, qp_b, qp_t, qp_h, kv_b, kv_s, pe_b, pe_s, out_b, out_t, out_h,
-                          T, H, S, SINGLE: gl.constexpr, PREFETCH: gl.constexpr, USE_PDL: gl.constexpr):
+                          T, H, S, SINGLE: gl.constexpr, USE_PDL: gl.constexpr):
         if USE_PDL:  # pdl.py's wait_for_inputs: launched early, wait for the previous kernel, let the next launch
             gl.inline_asm_elementwise("griddepcontrol.wait; // dummy $0", "=r", [], dtype=gl.int32, is_pure=False,
                                       pack=1)
@@ -121,86 +127,30 @@ if gluon is not None:
         r = gl.arange(0, R, layout=gl.SliceLayout(0, ld_pe))
         _cp_async(qp_smem, qp_ptr + b * qp_b + t * qp_t + gl.expand_dims(heads, 1) * qp_h + gl.expand_dims(r, 0))
         _load_tile(kv_row, pe_row, kv_s, pe_s, kv_buf, pe_buf, s0, 0, s1, ld_kv, ld_pe)
-        if PREFETCH == 1:
-            _load_tile(kv_row, pe_row, kv_s, pe_s, kv_buf, pe_buf, s0, 1, s1, ld_kv, ld_pe)
 
         zero_s = gl.zeros([BLOCK_H, BLOCK_N], gl.float32, layout=mma_s)
         keys = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, mma_s))
-        if PREFETCH == 1:  # tile j + 1 loads during all of tile j's work; the softmax does not overlap the MMAs
-            m_i = gl.max(zero_s, axis=1) - float("inf")
-            l_acc = zero_s
-            o = gl.zeros([BLOCK_H, C], gl.float32, layout=mma_o)
-            for j in range(0, n_tiles):
-                async_copy.wait_group(1)  # tile j has landed; tile j + 1 may still be on its way
-                hopper.fence_async_shared()
-                _barrier()
-                s = hopper.warpgroup_mma(ql_smem, kv_buf.index(j % 2).permute((1, 0)), zero_s, use_acc=False)
-                s = hopper.warpgroup_mma(qp_smem, pe_buf.index(j % 2).permute((1, 0)), s)
-                p, m_i, alpha, l_acc = _softmax_step(s, keys, s0 + j * BLOCK_N, s1, m_i, l_acc, scale_log2)
-                o = o * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, mma_o)), 1)
-                p_smem.store(p.to(gl.bfloat16))
-                hopper.fence_async_shared()
-                _barrier()
-                o = hopper.warpgroup_mma(p_smem, kv_buf.index(j % 2), o)
-                _barrier()  # both warpgroups are done with P and with tile j's slot
-                _load_tile(kv_row, pe_row, kv_s, pe_s, kv_buf, pe_buf, s0, j + 2, s1, ld_kv, ld_pe)
-            async_copy.wait_group(0)
-        elif PREFETCH == 2:  # P·V of tile j - 1 and the scores of tile j back to back on the tensor cores
-            m_i = gl.max(zero_s, axis=1) - float("inf")
-            l_acc = zero_s
-            o = hopper.warpgroup_mma_init(gl.zeros([BLOCK_H, C], gl.float32, layout=mma_o))  # an async accumulator
-            for j in range(0, n_tiles):
-                async_copy.wait_group(0)  # tile j has landed
-                hopper.fence_async_shared()
-                _barrier()
-                s_tok = hopper.warpgroup_mma(ql_smem, kv_buf.index(j % 2).permute((1, 0)), zero_s, use_acc=False,
-                                      is_async=True)
-                s_tok = hopper.warpgroup_mma(qp_smem, pe_buf.index(j % 2).permute((1, 0)), s_tok, is_async=True)
-                o, s = hopper.warpgroup_mma_wait(0, deps=(o, s_tok))  # P·V of tile j - 1 and the scores of tile j
-                _barrier()  # both warpgroups are done with P and with tile j - 1's slot
-                _load_tile(kv_row, pe_row, kv_s, pe_s, kv_buf, pe_buf, s0, j + 1, s1, ld_kv, ld_pe)
-                p, m_i, alpha, l_acc = _softmax_step(s, keys, s0 + j * BLOCK_N, s1, m_i, l_acc, scale_log2)
-                o = o * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, mma_o)), 1)
-                p_smem.store(p.to(gl.bfloat16))
-                hopper.fence_async_shared()
-                _barrier()
-                o = hopper.warpgroup_mma(p_smem, kv_buf.index(j % 2), o, is_async=True)
-            o = hopper.warpgroup_mma_wait(0, deps=(o, ))
-            async_copy.wait_group(0)
-        else:
-            # tile 0: scores, softmax, P into shared memory; tile 1 starts loading
-            async_copy.wait_group(0)
+        m_i = gl.max(zero_s, axis=1) - float("inf")
+        l_acc = zero_s
+        o = hopper.warpgroup_mma_init(gl.zeros([BLOCK_H, C], gl.float32, layout=mma_o))  # an async accumulator
+        for j in range(0, n_tiles):
+            async_copy.wait_group(0)  # tile j has landed
             hopper.fence_async_shared()
             _barrier()
-            s = hopper.warpgroup_mma(ql_smem, kv_buf.index(0).permute((1, 0)), zero_s, use_acc=False)
-            s = hopper.warpgroup_mma(qp_smem, pe_buf.index(0).permute((1, 0)), s)
-            p, m_i, alpha, l_acc = _softmax_step(s, keys, s0, s1, gl.max(zero_s, axis=1) - float("inf"), zero_s,
-                                                 scale_log2)
+            s_tok = hopper.warpgroup_mma(ql_smem, kv_buf.index(j % 2).permute((1, 0)), zero_s, use_acc=False,
+                                         is_async=True)  # issued right behind the P·V of tile j - 1
+            s_tok = hopper.warpgroup_mma(qp_smem, pe_buf.index(j % 2).permute((1, 0)), s_tok, is_async=True)
+            o, s = hopper.warpgroup_mma_wait(0, deps=(o, s_tok))  # P·V of tile j - 1 and the scores of tile j
+            _barrier()  # both warpgroups are done with P and with tile j - 1's slot
+            _load_tile(kv_row, pe_row, kv_s, pe_s, kv_buf, pe_buf, s0, j + 1, s1, ld_kv, ld_pe)
+            p, m_i, alpha, l_acc = _softmax_step(s, keys, s0 + j * BLOCK_N, s1, m_i, l_acc, scale_log2)
+            o = o * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, mma_o)), 1)
             p_smem.store(p.to(gl.bfloat16))
-            _load_tile(kv_row, pe_row, kv_s, pe_s, kv_buf, pe_buf, s0, 1, s1, ld_kv, ld_pe)
             hopper.fence_async_shared()
             _barrier()
-
-            o = gl.zeros([BLOCK_H, C], gl.float32, layout=mma_o)
-            for j in range(1, n_tiles):
-                async_copy.wait_group(0)  # tile j has landed
-                hopper.fence_async_shared()
-                _barrier()
-                s_tok = hopper.warpgroup_mma(ql_smem, kv_buf.index(j % 2).permute((1, 0)), zero_s, use_acc=False,
-                                      is_async=True)
-                s_tok = hopper.warpgroup_mma(qp_smem, pe_buf.index(j % 2).permute((1, 0)), s_tok, is_async=True)
-                o_tok = hopper.warpgroup_mma(p_smem, kv_buf.index((j - 1) % 2), o, is_async=True)  # P·V of tile j-1
-                s = hopper.warpgroup_mma_wait(1, deps=(s_tok, ))  # the scores only: P·V keeps running
-                p, m_i, alpha, l_acc = _softmax_step(s, keys, s0 + j * BLOCK_N, s1, m_i, l_acc, scale_log2)
-                o = hopper.warpgroup_mma_wait(0, deps=(o_tok, ))
-                o = o * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, mma_o)), 1)
-                _barrier()  # both warpgroups are done with P and the slot of tile j-1
-                _load_tile(kv_row, pe_row, kv_s, pe_s, kv_buf, pe_buf, s0, j + 1, s1, ld_kv, ld_pe)
-                p_smem.store(p.to(gl.bfloat16))
-                hopper.fence_async_shared()
-                _barrier()
-            o = hopper.warpgroup_mma(p_smem, kv_buf.index((n_tiles - 1) % 2), o)
-            async_copy.wait_group(0)
+            o = hopper.warpgroup_mma(p_smem, kv_buf.index(j % 2), o, is_async=True)
+        o = hopper.warpgroup_mma_wait(0, deps=(o, ))
+        async_copy.wait_group(0)
 
         l_i = gl.convert_layout(gl.sum(l_acc, axis=1), gl.SliceLayout(1, mma_o))
         o = gl.where(gl.expand_dims(l_i > 0, 1), o / gl.expand_dims(gl.where(l_i > 0, l_i, 1.0), 1), 0.0)
@@ -217,7 +167,6 @@ if gluon is not None:
                                              float("-inf")))
 
 
-PREFETCH_DEFAULT = int(os.environ.get("ZOO_MLA_GLUON_PREFETCH", "2"))  # A/B while measuring
 _failed = []  # the compile error that turned this kernel off in this process, if any
 
 
@@ -252,7 +201,7 @@ def split_count(s: int, programs: int, device) -> int:
     return max(1, min(cdiv(s, BLOCK_N.value), _sms(device) // programs))
 
 
-def mla_latent_gluon(q_lat, q_pe, kv, pe, start_pos, seq_lens, scale, n_splits=None, prefetch=None):
+def mla_latent_gluon(q_lat, q_pe, kv, pe, start_pos, seq_lens, scale, n_splits=None):
     """mla_latent_triton's contract for the calls gluon_fits accepts (prefill and decode)."""
     b, t, h, c = q_lat.shape
     start_pos, seq_lens = start_pos.contiguous(), seq_lens.contiguous()
@@ -268,8 +217,7 @@ def mla_latent_gluon(q_lat, q_pe, kv, pe, start_pos, seq_lens, scale, n_splits=N
         q_lat, q_pe, kv, pe, start_pos, seq_lens, out, o, lse, active, scale * LOG2E, q_lat.stride(0),
         q_lat.stride(1), q_lat.stride(2), q_pe.stride(0), q_pe.stride(1), q_pe.stride(2), kv.stride(0),
         kv.stride(1), pe.stride(0), pe.stride(1), out.stride(0), out.stride(1), out.stride(2), t, h, kv.shape[1],
-        SINGLE=single, PREFETCH=PREFETCH_DEFAULT if prefetch is None else prefetch, num_warps=8,
-        **pdl_launch(q_lat))
+        SINGLE=single, num_warps=8, **pdl_launch(q_lat))
     if not single:
         merge_splits_into(out, o, lse, t, active)
     return out

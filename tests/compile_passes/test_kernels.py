@@ -171,11 +171,10 @@ HOPPER = DEVICE == "cuda" and torch.cuda.get_device_capability()[0] == 9
 
 
 @pytest.mark.skipif(not HOPPER, reason="the Gluon MLA kernel is Hopper wgmma code (no interpreter, no other GPU)")
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(b=st.sampled_from([1, 3, 70]), t=st.sampled_from([1, 1, 5]), h=st.sampled_from([64, 128]),
-       s=st.integers(1, 300), splits=st.sampled_from([None, 1, 3]), prefetch=st.sampled_from([0, 1, 2]), data=st.data(),
-       seed=st.integers(0, 999))
-def test_mla_gluon_matches_reference_forward(b, t, h, s, splits, prefetch, data, seed):
+       s=st.integers(1, 300), splits=st.sampled_from([None, 1, 3]), data=st.data(), seed=st.integers(0, 999))
+def test_mla_gluon_matches_reference_forward(b, t, h, s, splits, data, seed):
     """bf16 against the fp32 reference forward, decode and prefill, with and without split-KV: one-slot to
     several-tile rows, partial last tiles, splits past a row's end, padding queries (zeros), NaN in every slot past
     each row's length (never read); and the dispatch takes it for every such call on Hopper."""
@@ -190,8 +189,7 @@ def test_mla_gluon_matches_reference_forward(b, t, h, s, splits, prefetch, data,
                             attention_mask(positions, valid, n).to(DEVICE), 0.1)
     stale = (torch.arange(s)[None, :] >= (starts + lens)[:, None]).to(DEVICE)
     kv[stale], pe[stale] = float("nan"), float("nan")
-    out = mla_latent_gluon(q_lat, q_pe, kv, pe, starts.to(DEVICE), lens.to(DEVICE), 0.1, n_splits=splits,
-                           prefetch=prefetch)
+    out = mla_latent_gluon(q_lat, q_pe, kv, pe, starts.to(DEVICE), lens.to(DEVICE), 0.1, n_splits=splits)
     torch.testing.assert_close(out.float(), want, rtol=2e-2, atol=2e-2)
     assert torch.all(out[~valid.to(DEVICE)] == 0)
     assert gluon_fits(q_lat, q_pe, kv, pe)
