@@ -64,7 +64,7 @@ def _mla_window_attention_cuda(q_lat, q_pe, kv, pe, start_pos, seq_lens, scale):
     from .kernels.mla_latent import mla_latent_triton
     from .kernels.mla_latent_gluon import gluon_fits, mla_latent_gluon, turn_off
     q_lat, q_pe, kv, pe = (x if x.stride(-1) == 1 else x.contiguous() for x in (q_lat, q_pe, kv, pe))
-    if gluon_fits(q_lat, q_pe, kv, pe):  # batched decode on Hopper: the Gluon schedule (kernels/mla_latent_gluon.py)
+    if gluon_fits(q_lat, q_pe, kv, pe):  # bf16 at DeepSeek widths on Hopper: kernels/mla_latent_gluon.py
         from triton.compiler.errors import CompilationError
         try:
             return mla_latent_gluon(q_lat, q_pe, kv, pe, start_pos, seq_lens, scale)
