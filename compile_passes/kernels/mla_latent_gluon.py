@@ -190,7 +190,8 @@ def gluon_fits(q_lat, q_pe, kv, pe) -> bool:
         return False
     if any(x.dtype != torch.bfloat16 or x.stride(-1) != 1 for x in (q_pe, kv, pe)):
         return False
-    if kv.stride(1) % 8 or pe.stride(1) % 8 or kv.stride(0) % 8 or pe.stride(0) % 8:  # 16-byte cp.async rows
+    if any(x.data_ptr() % 16 or any(st % 8 and n > 1 for st, n in zip(x.stride(), x.shape))
+           for x in (q_lat, q_pe, kv, pe)):  # every row a whole number of 16-byte cp.async vectors
         return False
     return capability(q_lat)[0] == 9  # wgmma: sm90 only
 

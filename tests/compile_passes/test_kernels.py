@@ -195,6 +195,8 @@ def test_mla_gluon_matches_reference_forward(b, t, h, s, splits, data, seed):
     assert gluon_fits(q_lat, q_pe, kv, pe)
     assert not gluon_fits(q_lat.float(), q_pe.float(), kv.float(), pe.float())  # fp32: the Triton kernel
     assert not gluon_fits(q_lat[:, :, :48], q_pe[:, :, :48], kv, pe)  # 48 heads: the Triton kernel
+    kv_off = torch.zeros(b, s, 520, dtype=kv.dtype, device=kv.device)[..., 4:516]  # rows 8 bytes off alignment
+    assert not gluon_fits(q_lat, q_pe, kv_off, pe)  # the Triton kernel serves it
 
 
 @settings(max_examples=20)
