@@ -190,8 +190,8 @@ def gluon_fits(q_lat, q_pe, kv, pe) -> bool:
         return False
     if any(x.dtype != torch.bfloat16 or x.stride(-1) != 1 for x in (q_pe, kv, pe)):
         return False
-    if any(x.data_ptr() % 16 or any(st % 8 and n > 1 for st, n in zip(x.stride(), x.shape))
-           for x in (q_lat, q_pe, kv, pe)):  # every row a whole number of 16-byte cp.async vectors
+    if any(x.data_ptr() % 16 or any(st % 8 and n > 1 for st, n in zip(x.stride()[:-1], x.shape[:-1]))
+           for x in (q_lat, q_pe, kv, pe)):  # every row starts on a 16-byte cp.async vector
         return False
     return capability(q_lat)[0] == 9  # wgmma: sm90 only
 

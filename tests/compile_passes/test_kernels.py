@@ -227,6 +227,32 @@ def test_gqa_window_decode_matches_zoo_ref_attention(b, t, hkv, n_rep, d, s, spl
     assert torch.all(out.masked_fill(mask.any(-1, keepdim=True), 0) == 0)  # queries outside: zeros
 
 
+def test_gluon_dispatch_rule(monkeypatch):
+    """Which calls the Gluon MLA kernel takes (host logic, checked on any machine with the device parts stubbed):
+    bf16 at 512 + 64 wide, heads a multiple of 64, rows on 16-byte boundaries, Hopper, not turned off."""
+    import compile_passes.kernels.mla_latent_gluon as mg
+    if mg.gluon is None:
+        pytest.skip("this Triton has no Gluon")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
+    capability = [(9, 0)]
+    monkeypatch.setattr(mg, "capability", lambda t: capability[0])
+    bf16 = torch.bfloat16
+    q_lat, q_pe = torch.zeros(2, 3, 128, 512, dtype=bf16), torch.zeros(2, 3, 128, 192, dtype=bf16)[..., 128:]
+    kv, pe = torch.zeros(2, 70, 512, dtype=bf16), torch.zeros(2, 70, 64, dtype=bf16)
+    assert gluon_fits(q_lat, q_pe, kv, pe)  # q_pe a view into the wider q, as the model makes it
+    assert gluon_fits(q_lat[:, :1], q_pe[:, :1], kv, pe)  # decode
+    assert not gluon_fits(q_lat[:, :, :48], q_pe[:, :, :48], kv, pe)  # heads not a multiple of 64
+    assert not gluon_fits(q_lat.float(), q_pe.float(), kv.float(), pe.float())  # fp32
+    assert not gluon_fits(q_lat, q_pe, torch.zeros(2, 70, 520, dtype=bf16)[..., 4:516], pe)  # rows 8 bytes off
+    assert not gluon_fits(q_lat[..., :256], q_pe, kv[..., :256], pe)  # another latent width
+    monkeypatch.setenv("ZOO_MLA_GLUON", "0")
+    assert not gluon_fits(q_lat, q_pe, kv, pe)  # turned off
+    monkeypatch.setenv("ZOO_MLA_GLUON", "1")
+    capability[0] = (8, 0)
+    assert not gluon_fits(q_lat, q_pe, kv, pe)  # no wgmma before Hopper
+
+
 @settings(max_examples=12, deadline=None)
 @given(q=st.integers(1, 3), h=st.integers(1, 3), n_splits=st.sampled_from([1, 5, 70, 130]),
        width=st.sampled_from([8, 200, 512]), data=st.data(), seed=st.integers(0, 999))
