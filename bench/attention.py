@@ -37,13 +37,15 @@ def ms(fn):
     return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
 
 
-def graphed_ms(fn):
-    """Median ms of fn replayed from a CUDA graph (as the decode step runs it: no launch overhead)."""
+def graphed_ms(fn, repeat=1):
+    """Median ms of one fn() replayed from a CUDA graph (as the decode step runs it: no launch overhead); with
+    repeat > 1 the graph holds that many calls back to back and the time is per call."""
     fn()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        fn()
-    return ms(graph.replay)
+        for _ in range(repeat):
+            fn()
+    return ms(graph.replay) / repeat
 
 
 def rates():

@@ -15,18 +15,13 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.attention import ms  # noqa: E402
+from bench.attention import graphed_ms  # noqa: E402
 from compile_passes.kernels.few_rows import few_rows_mm_triton  # noqa: E402
 
 
-def graphed_us(fn, repeat=1):
+def graphed_us(fn, repeat):
     """Median us of one fn() when `repeat` calls run in one CUDA graph."""
-    fn()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(repeat):
-            fn()
-    return ms(graph.replay) / repeat * 1e3
+    return 1e3 * graphed_ms(fn, repeat)
 
 
 def sdpa():
