@@ -180,11 +180,13 @@ class VisionModel(nn.Module):
         """block_fn(block, x, cos, sin, mask): how one block runs (zoo.compile passes its compiled region, which
         takes `mask` in a form of its own: what it builds the mask from); embed_fn (self.embed's arguments) and
         merger_fn(merger, x) likewise for the embedding and the mergers."""
+        block_fn = block_fn or (lambda block, *args: block(*args))
+        merger_fn = merger_fn or (lambda merger, x: merger(x))
         x, cos, sin = (embed_fn or self.embed)(pixels, rows, cols, taps, weights)
         deepstack = []
         for i, block in enumerate(self.blocks):
-            x = block_fn(block, x, cos, sin, mask) if block_fn is not None else block(x, cos, sin, mask)
+            x = block_fn(block, x, cos, sin, mask)
             if i in self.c.deepstack_visual_indexes:
                 merger = self.deepstack_merger_list[self.c.deepstack_visual_indexes.index(i)]
-                deepstack.append(merger_fn(merger, x) if merger_fn is not None else merger(x))
-        return merger_fn(self.merger, x) if merger_fn is not None else self.merger(x), deepstack
+                deepstack.append(merger_fn(merger, x))
+        return merger_fn(self.merger, x), deepstack
