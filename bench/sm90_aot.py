@@ -21,7 +21,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from compile_passes.kernels import few_rows, mla_latent, mla_latent_gluon  # noqa: E402
+from compile_passes.kernels import few_rows, mla_latent, mla_latent_gluon, mla_latent_ws  # noqa: E402
 
 BF16 = "*bf16"
 KERNELS = {  # name -> (kernel, pointer types, 16-divisible int args, float args, default constexprs, warps, stages)
@@ -37,6 +37,11 @@ KERNELS = {  # name -> (kernel, pointer types, 16-divisible int args, float args
                    "start_ptr": "*i64", "lens_ptr": "*i64", "lse_ptr": "*fp32", "active_ptr": "*i32"},
                   {"ql_b", "ql_t", "ql_h", "qp_b", "qp_t", "qp_h", "kv_b", "kv_s", "pe_b", "pe_s", "out_b", "out_t",
                    "out_h"}, {"scale_log2"}, dict(SINGLE=True, USE_PDL=True), 8, 1),
+    "mla_ws": (mla_latent_ws._mla_ws_kernel,
+               {**dict.fromkeys(["ql_ptr", "qp_ptr", "kv_ptr", "pe_ptr", "out_ptr", "o_ptr"], BF16),
+                "start_ptr": "*i64", "lens_ptr": "*i64", "lse_ptr": "*fp32", "active_ptr": "*i32"},
+               {"ql_b", "ql_t", "ql_h", "qp_b", "qp_t", "qp_h", "kv_b", "kv_s", "pe_b", "pe_s", "out_b", "out_t",
+                "out_h"}, {"scale_log2"}, dict(SINGLE=True, USE_PDL=True), 4, 1),
     "few_rows": (few_rows._few_rows_kernel, dict.fromkeys(["x_ptr", "w_ptr", "b_ptr", "y_ptr"], BF16),
                  {"N", "K", "x_m", "w_n", "y_m"}, set(),
                  dict(HAS_BIAS=False, EVEN=True, BLOCK_M=16, BLOCK_N=32, BLOCK_K=256, PRECISION="tf32",
