@@ -21,7 +21,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from compile_passes.kernels import few_rows, mla_latent, mla_latent_gluon, mla_latent_ws  # noqa: E402
+from compile_passes.kernels import few_rows, mla_latent, mla_latent_ws  # noqa: E402
 
 BF16 = "*bf16"
 KERNELS = {  # name -> (kernel, pointer types, 16-divisible int args, float args, default constexprs, warps, stages)
@@ -32,11 +32,6 @@ KERNELS = {  # name -> (kernel, pointer types, 16-divisible int args, float args
                     "out_h"}, {"scale"},
                    dict(C=512, R=64, BC=512, BR=64, BLOCK_H=64, BLOCK_N=64, MIN_SPAN=64, SINGLE=True,
                         MASK_WHOLE=False, PRECISION="tf32", USE_PDL=True), 8, 2),
-    "mla_gluon": (mla_latent_gluon._mla_gluon_kernel,
-                  {**dict.fromkeys(["ql_ptr", "qp_ptr", "kv_ptr", "pe_ptr", "out_ptr", "o_ptr"], BF16),
-                   "start_ptr": "*i64", "lens_ptr": "*i64", "lse_ptr": "*fp32", "active_ptr": "*i32"},
-                  {"ql_b", "ql_t", "ql_h", "qp_b", "qp_t", "qp_h", "kv_b", "kv_s", "pe_b", "pe_s", "out_b", "out_t",
-                   "out_h"}, {"scale_log2"}, dict(SINGLE=True, USE_PDL=True), 8, 1),
     "mla_ws": (mla_latent_ws._mla_ws_kernel,
                {**dict.fromkeys(["ql_ptr", "qp_ptr", "kv_ptr", "pe_ptr", "out_ptr", "o_ptr"], BF16),
                 "start_ptr": "*i64", "lens_ptr": "*i64", "lse_ptr": "*fp32", "active_ptr": "*i32"},

@@ -12,13 +12,22 @@ One program = 64 heads of one query and one split of its keys, two warpgroups, t
   an mbarrier each that the copies arrive on.
 Shared memory: the query (72 KB) and two tile slots (2 x 72 KB), 216 KB.
 """
-import torch
+import triton.language as tl
+from triton.experimental import gluon  # Gluon ships with Triton >= 3.4; mla_latent_gluon.py imports this guarded
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia import hopper
+from triton.experimental.gluon.language.nvidia.ampere import async_copy
 
-from .mla_latent_gluon import BLOCK_H, BLOCK_N, LN2, LOG2E, C, R, _barrier, _cp_async, async_copy, gl, gluon, hopper
-from .pdl import pdl_launch
-from .splitk import _sms, cdiv, merge_splits_into
+# names that moved between Triton releases: cp.async into shared memory (async_copy_global_to_shared up to 3.6,
+# async_load later) and the block-wide barrier (thread_barrier, later barrier)
+_cp_async = getattr(async_copy, "async_load", None) or async_copy.async_copy_global_to_shared
+_barrier = getattr(gl, "thread_barrier", None) or gl.barrier
 
-HALF = gl.constexpr(256)  # value columns per warpgroup
+LOG2E, LN2 = 1.4426950408889634, tl.constexpr(0.6931471805599453)
+# heads per program, keys per tile, latent and rope widths, value columns per warpgroup (constexpr: the kernels
+# read them as globals)
+BLOCK_H, BLOCK_N, C, R, HALF = (tl.constexpr(64), tl.constexpr(64), tl.constexpr(512), tl.constexpr(64),
+                                tl.constexpr(256))
 
 
 @gluon.jit
@@ -105,6 +114,7 @@ def _wg0(ql_buf, qp_buf, kv_buf, pe_buf, ready, m_smem, scale0, scale1, l0, l1, 
         _barrier()
         hopper.mbarrier.arrive(p_ready0)
         o = hopper.warpgroup_mma_wait(0, deps=(o, ))
+        _barrier()  # every warp's share of the P·V is done with the slot
         more = k + 1 < n_pairs
         if more:  # value columns 0-255 of slot 0: nobody reads them any more
             _load_rows(kv0.slice(0, HALF, dim=1), kv_row, kv_s, n0 + 2 * BLOCK_N, s1, 0, HALF, ld)
@@ -167,20 +177,22 @@ def _wg1(ql_buf, qp_buf, kv_buf, pe_buf, ready, m_smem, scale0, scale1, l0, l1, 
         _barrier()
         hopper.mbarrier.arrive(p_ready1)
         o = o * gl.expand_dims(gl.convert_layout(alpha * beta, rows_o), 1)
-        o = hopper.warpgroup_mma(gl.convert_layout(p16, p_op), kv1.slice(HALF, HALF, dim=1), o, is_async=True)
+        more = k + 1 < n_pairs
+        # the other's P first: slot 0 (the next pair's first scores) is then free one P·V earlier
         hopper.mbarrier.wait(p_ready0, phase)
         hopper.fence_async_shared()
         o = hopper.warpgroup_mma(pe0, kv0.slice(HALF, HALF, dim=1), o, is_async=True)
+        o = hopper.warpgroup_mma(gl.convert_layout(p16, p_op), kv1.slice(HALF, HALF, dim=1), o, is_async=True)
         o = hopper.warpgroup_mma_wait(1, deps=(o, ))
-        more = k + 1 < n_pairs
-        if more:  # slot 1's value columns 256-511: read only by this warpgroup, done
-            _load_rows(kv1.slice(HALF, HALF, dim=1), kv_row, kv_s, n0 + 2 * BLOCK_N, s1, HALF, HALF, ld)
-        o = hopper.warpgroup_mma_wait(0, deps=(o, ))
         _barrier()
         if more:  # slot 0's value columns 256-511 and its rope columns (P0 until now)
             _load_rows(kv0.slice(HALF, HALF, dim=1), kv_row, kv_s, n0 + BLOCK_N, s1, HALF, HALF, ld)
             _load_rows(pe0, pe_row, pe_s, n0 + BLOCK_N, s1, 0, R, ld_pe)
             async_copy.mbarrier_arrive(ready.index(1), increment_count=False)
+        o = hopper.warpgroup_mma_wait(0, deps=(o, ))
+        _barrier()
+        if more:  # slot 1's value columns 256-511: read only by this warpgroup, done
+            _load_rows(kv1.slice(HALF, HALF, dim=1), kv_row, kv_s, n0 + 2 * BLOCK_N, s1, HALF, HALF, ld)
         hopper.mbarrier.wait(p_free1, phase)  # WG0 has read P1 from slot 1's rope columns
         if more:
             _load_rows(pe1, pe_row, pe_s, n0 + 2 * BLOCK_N, s1, 0, R, ld_pe)
@@ -295,27 +307,5 @@ def _mla_ws_kernel(ql_ptr, qp_ptr, kv_ptr, pe_ptr, start_ptr, lens_ptr, out_ptr,
         lse_h = n_splits
     args = (ql_buf, qp_buf, kv_buf, pe_buf, ready, m_smem, scale0, scale1, l0, l1, bars, kv_row, pe_row, kv_s, pe_s,
             s0, s1, n_pairs, scale_log2, dst, dst_h, lse_dst, lse_h)
-    gl.warp_specialize([(_wg0, args), (_wg1, args)], [4], [240])
+    gl.warp_specialize([(_wg0, args), (_wg1, args)], [4], [248])  # 256 + 248 regs: no spills
 
-
-def mla_latent_ws(q_lat, q_pe, kv, pe, start_pos, seq_lens, scale, n_splits=None):
-    """mla_latent_triton's contract for the calls gluon_fits accepts (prefill and decode)."""
-    b, t, h, c = q_lat.shape
-    start_pos, seq_lens = start_pos.contiguous(), seq_lens.contiguous()
-    out = torch.empty(q_lat.shape, dtype=q_lat.dtype, device=q_lat.device)
-    programs = b * t * (h // BLOCK_H.value)
-    n_splits = n_splits or max(1, min(cdiv(kv.shape[1], 2 * BLOCK_N.value), _sms(q_lat.device) // programs))
-    single = n_splits == 1
-    o = lse = active = out  # unused with one split
-    if not single:  # partial outputs in bf16 (half the merge's bytes), as mla_latent.py
-        o = torch.empty(b * t, h, n_splits, c, dtype=q_lat.dtype, device=q_lat.device)
-        lse = torch.empty(b * t, h, n_splits, dtype=torch.float32, device=q_lat.device)
-        active = torch.empty(b * t, dtype=torch.int32, device=q_lat.device)
-    _mla_ws_kernel[(h // BLOCK_H.value, n_splits, b * t)](
-        q_lat, q_pe, kv, pe, start_pos, seq_lens, out, o, lse, active, scale * LOG2E, q_lat.stride(0),
-        q_lat.stride(1), q_lat.stride(2), q_pe.stride(0), q_pe.stride(1), q_pe.stride(2), kv.stride(0),
-        kv.stride(1), pe.stride(0), pe.stride(1), out.stride(0), out.stride(1), out.stride(2), t, h, kv.shape[1],
-        SINGLE=single, num_warps=4, **pdl_launch(q_lat))
-    if not single:
-        merge_splits_into(out, o, lse, t, active)
-    return out
