@@ -80,12 +80,14 @@ def main():
         with torch.device(dev):
             mla = randomize_(MLA(MLAConfig.from_dict(cfg))).to(torch.bfloat16).eval()
         c = zoo.compile(mla)
-        # decode batch 1 and 16 (bench/mla.py's tasks), prefill 256 new tokens after 256 (batch 1) and the 4-row
-        # batched prefill; lengths on the host (the graphed path)
-        for b, t, hist in ((1, 1, 300), (16, 1, 200), (1, 256, 256), (4, 256, 256)):
+        # decode batch 1 and 16 (bench/mla.py's tasks), prefill 256 new tokens after 256 (batch 1) and
+        # bench/mla.py's batched prefill (rows of 64/128/256/256 new tokens after 512/0/0/256); lengths on the host
+        # (the graphed path)
+        for b, t, hist, new in ((1, 1, 300, [1]), (16, 1, 200, [1] * 16), (1, 256, 256, [256]),
+                                (4, 256, [512, 0, 0, 256], [64, 128, 256, 256])):
             cache = c.new_cache(b, 1024)
             x = torch.rand(b, t, 7168, device=dev, dtype=torch.bfloat16)
-            start, lens = torch.full((b,), hist), torch.full((b,), t)
+            start, lens = torch.tensor(hist).expand(b).contiguous(), torch.tensor(new)
             call = lambda: c(x, cache, start, lens)  # noqa: E731
             label = f"mla absorbed B={b} T={t} history {hist}"
             print(f"{label}: call {wall(call, 30):.3f} ms")

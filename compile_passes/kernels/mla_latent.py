@@ -13,9 +13,10 @@ Bound: at B = 128, history 4096 the kv bytes (604 MB: 0.20 ms at 3 TB/s) and the
 790 TFLOP/s) cost about the same; B = 1 is bandwidth-bound. Measured on the H100 (bench/RESULTS.md): 0.54 ms there
 (40% of the floor), 63 us at B = 1 / 32768; a tile costs ~4 us per program, latency-bound on one instruction stream
 (FlashMLA hides it by warp specialization). The sweep in bench/mla_kernel.py picked 64 heads / 64 keys / 8 warps /
-2 stages on every shape measured. On Hopper every bf16 call at DeepSeek's widths runs mla_latent_gluon.py
-instead (the same tiling, split-KV and contract with an explicit tile schedule: 35% faster at B = 128 / 4096, 15% at
-B = 1 / 32768); this kernel serves the rest (fp32, other widths and head counts, other GPUs, the interpreter).
+2 stages on every shape measured. On Hopper every bf16 call at DeepSeek's widths runs mla_latent_ws.py instead
+(FlashMLA's warp-specialized schedule, same contract and split-KV: 1.8x faster at B = 128 / 4096, 1.3x at B = 1 /
+32768; launched from mla_latent_gluon.py); this kernel serves the rest (fp32, other widths and head counts, other
+GPUs, the interpreter).
 """
 import torch
 import triton

@@ -10,7 +10,14 @@ One program = 64 heads of one query and one split of its keys, two warpgroups, t
 - a tile slot's halves are refilled by the warpgroup that last reads them (value columns 0-255 by WG0, 256-511 and
   the rope by WG1) as soon as it has, with cp.async (masked: slots past the row's length are zeros, never read) and
   an mbarrier each that the copies arrive on.
-Shared memory: the query (72 KB) and two tile slots (2 x 72 KB), 216 KB.
+Split-KV when the (query, head block) programs do not fill the GPU: whole tile pairs per split from the row's own
+length (CUDA-graph safe), splits past it exit, splitk's merge folds the splits a query used.
+Shared memory: the query (72 KB) and two tile slots (2 x 72 KB), 216 KB: one program per SM.
+Bound (H200, bench/RESULTS.md, tenth session): B = 128 / history 4096 in 282-301 us, 61-66% of the FLOP floor
+(the single-stream Gluon kernel before it: 351 us, the Triton kernel 541). Every program loads its query's tiles
+(two head blocks per query: the cache crosses L2 -> SM twice, 1.2 GB here, ~4 TB/s), a pair of tiles = 144 KB per SM
+per ~4.6 us; two slots leave no room to load a pair ahead, so the next pair's loads start when its slots free.
+Loading each tile once for both head blocks (2-CTA clusters, TMA multicast) is what is left.
 """
 import triton.language as tl
 from triton.experimental import gluon  # Gluon ships with Triton >= 3.4; mla_latent_gluon.py imports this guarded
@@ -28,6 +35,13 @@ LOG2E, LN2 = 1.4426950408889634, tl.constexpr(0.6931471805599453)
 # read them as globals)
 BLOCK_H, BLOCK_N, C, R, HALF = (tl.constexpr(64), tl.constexpr(64), tl.constexpr(512), tl.constexpr(64),
                                 tl.constexpr(256))
+# register layouts of one warpgroup: scores [64, 64] and output half [64, 256] as wgmma accumulators, P as the
+# P·V MMA's register operand, and the loads' 16-byte cp.async vectors (a warp per row of 256, 4 rows of 64)
+MMA_S = gl.constexpr(gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 64, 16]))
+MMA_O = gl.constexpr(gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 256, 16]))
+P_OP = gl.constexpr(gl.DotOperandLayout(operand_index=0, parent=MMA_O.value, k_width=2))
+LD = gl.constexpr(gl.BlockedLayout([1, 8], [1, 32], [4, 1], [1, 0]))
+LD_PE = gl.constexpr(gl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0]))
 
 
 @gluon.jit
@@ -53,10 +67,10 @@ def _views(ql_buf, qp_buf, kv_buf, pe_buf, slot, n0):
 
 
 @gluon.jit
-def _scores(ql, qp, kv, pe, ready_l, ready_r, phase, mma_s: gl.constexpr):
+def _scores(ql, qp, kv, pe, ready_l, ready_r, phase):
     """Q @ K^T of one slot [64 heads, 64 keys]: the first value half as soon as it has landed, then the rest."""
     gl.static_assert(C == 2 * HALF)
-    zero = gl.zeros([BLOCK_H, BLOCK_N], gl.float32, layout=mma_s)
+    zero = gl.zeros([BLOCK_H, BLOCK_N], gl.float32, layout=MMA_S)
     hopper.mbarrier.wait(ready_l, phase)
     hopper.fence_async_shared()
     s = hopper.warpgroup_mma(ql.slice(0, HALF, dim=1), kv.slice(0, HALF, dim=1).permute((1, 0)), zero,
@@ -73,24 +87,20 @@ def _scores(ql, qp, kv, pe, ready_l, ready_r, phase, mma_s: gl.constexpr):
 def _wg0(ql_buf, qp_buf, kv_buf, pe_buf, ready, m_smem, scale0, scale1, l0, l1, bars, kv_row, pe_row, kv_s, pe_s,
          s0, s1, n_pairs, scale_log2, dst, dst_h, lse_dst, lse_h):
     """Warpgroup 0: the even tiles' scores and softmax, value columns 0-255 of O."""
-    mma_s: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 64, 16])
-    mma_o: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 256, 16])
-    p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma_o, k_width=2)
-    ld: gl.constexpr = gl.BlockedLayout([1, 8], [1, 32], [4, 1], [1, 0])
-    rows_s: gl.constexpr = gl.SliceLayout(1, mma_s)
-    rows_o: gl.constexpr = gl.SliceLayout(1, mma_o)
-    keys = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, mma_s))
+    rows_s: gl.constexpr = gl.SliceLayout(1, MMA_S)
+    rows_o: gl.constexpr = gl.SliceLayout(1, MMA_O)
+    keys = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, MMA_S))
     m_ready0, m_ready1, p_ready0, p_ready1, p_free1 = (bars.index(0), bars.index(1), bars.index(2), bars.index(3),
                                                        bars.index(4))
     l_i = gl.zeros([BLOCK_H], gl.float32, layout=rows_s)
-    o = gl.zeros([BLOCK_H, HALF], gl.float32, layout=mma_o)
+    o = gl.zeros([BLOCK_H, HALF], gl.float32, layout=MMA_O)
     for k in range(0, n_pairs):
         phase = k & 1
         n0 = s0 + 2 * k * BLOCK_N  # this warpgroup's tile
         ql, qp, kv0, pe0 = _views(ql_buf, qp_buf, kv_buf, pe_buf, 0, n0)
         kv1 = kv_buf.index(1 + (n0 < 0).to(gl.int32))
         pe1 = pe_buf.index(1 + (n0 < 0).to(gl.int32))
-        s = _scores(ql, qp, kv0, pe0, ready.index(0), ready.index(1), phase, mma_s)
+        s = _scores(ql, qp, kv0, pe0, ready.index(0), ready.index(1), phase)
         s = gl.where(gl.expand_dims(n0 + keys < s1, 0), s * scale_log2, float("-inf"))
         m_old = m_smem.load(rows_s)
         m_new = gl.maximum(m_old, gl.max(s, axis=1))
@@ -105,7 +115,7 @@ def _wg0(ql_buf, qp_buf, kv_buf, pe_buf, ready, m_smem, scale0, scale1, l0, l1, 
         l_i = l_i * alpha + gl.sum(p, axis=1)
         p16 = p.to(gl.bfloat16)
         o = o * gl.expand_dims(gl.convert_layout(alpha, rows_o), 1)
-        o = hopper.warpgroup_mma(gl.convert_layout(p16, p_op), kv0.slice(0, HALF, dim=1), o, is_async=True)
+        o = hopper.warpgroup_mma(gl.convert_layout(p16, P_OP), kv0.slice(0, HALF, dim=1), o, is_async=True)
         # WG1's softmax rescales everything so far by beta; P0 goes to WG1 relative to the new max
         hopper.mbarrier.wait(m_ready1, phase)
         beta = scale1.load(rows_s)
@@ -117,7 +127,7 @@ def _wg0(ql_buf, qp_buf, kv_buf, pe_buf, ready, m_smem, scale0, scale1, l0, l1, 
         _barrier()  # every warp's share of the P·V is done with the slot
         more = k + 1 < n_pairs
         if more:  # value columns 0-255 of slot 0: nobody reads them any more
-            _load_rows(kv0.slice(0, HALF, dim=1), kv_row, kv_s, n0 + 2 * BLOCK_N, s1, 0, HALF, ld)
+            _load_rows(kv0.slice(0, HALF, dim=1), kv_row, kv_s, n0 + 2 * BLOCK_N, s1, 0, HALF, LD)
             async_copy.mbarrier_arrive(ready.index(0), increment_count=False)
         o = o * gl.expand_dims(gl.convert_layout(beta, rows_o), 1)
         l_i = l_i * beta
@@ -128,9 +138,9 @@ def _wg0(ql_buf, qp_buf, kv_buf, pe_buf, ready, m_smem, scale0, scale1, l0, l1, 
         _barrier()
         hopper.mbarrier.arrive(p_free1)
         if more:  # slot 1's value columns 0-255: WG1's scores and both P·V are done with them
-            _load_rows(kv1.slice(0, HALF, dim=1), kv_row, kv_s, n0 + 3 * BLOCK_N, s1, 0, HALF, ld)
+            _load_rows(kv1.slice(0, HALF, dim=1), kv_row, kv_s, n0 + 3 * BLOCK_N, s1, 0, HALF, LD)
             async_copy.mbarrier_arrive(ready.index(2), increment_count=False)
-    _finish(o, l_i, 0, m_smem, l0, l1, bars.index(5), bars.index(6), n_pairs, dst, dst_h, lse_dst, lse_h, mma_o)
+    _finish(o, l_i, 0, m_smem, l0, l1, bars.index(5), bars.index(6), n_pairs, dst, dst_h, lse_dst, lse_h)
 
 
 @gluon.jit
@@ -138,25 +148,20 @@ def _wg1(ql_buf, qp_buf, kv_buf, pe_buf, ready, m_smem, scale0, scale1, l0, l1, 
          s0, s1, n_pairs, scale_log2, dst, dst_h, lse_dst, lse_h):
     """Warpgroup 1: the odd tiles' scores and softmax, value columns 256-511 of O, and the loads of the value
     columns 256-511 and the rope."""
-    mma_s: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 64, 16])
-    mma_o: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 256, 16])
-    p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma_o, k_width=2)
-    ld: gl.constexpr = gl.BlockedLayout([1, 8], [1, 32], [4, 1], [1, 0])
-    ld_pe: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0])
-    rows_s: gl.constexpr = gl.SliceLayout(1, mma_s)
-    rows_o: gl.constexpr = gl.SliceLayout(1, mma_o)
-    keys = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, mma_s))
+    rows_s: gl.constexpr = gl.SliceLayout(1, MMA_S)
+    rows_o: gl.constexpr = gl.SliceLayout(1, MMA_O)
+    keys = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, MMA_S))
     m_ready0, m_ready1, p_ready0, p_ready1, p_free1 = (bars.index(0), bars.index(1), bars.index(2), bars.index(3),
                                                        bars.index(4))
     l_i = gl.zeros([BLOCK_H], gl.float32, layout=rows_s)
-    o = gl.zeros([BLOCK_H, HALF], gl.float32, layout=mma_o)
+    o = gl.zeros([BLOCK_H, HALF], gl.float32, layout=MMA_O)
     for k in range(0, n_pairs):
         phase = k & 1
         n0 = s0 + (2 * k + 1) * BLOCK_N  # this warpgroup's tile
         ql, qp, kv1, pe1 = _views(ql_buf, qp_buf, kv_buf, pe_buf, 1, n0)
         kv0 = kv_buf.index((n0 < 0).to(gl.int32))
         pe0 = pe_buf.index((n0 < 0).to(gl.int32))
-        s = _scores(ql, qp, kv1, pe1, ready.index(2), ready.index(3), phase, mma_s)
+        s = _scores(ql, qp, kv1, pe1, ready.index(2), ready.index(3), phase)
         s = gl.where(gl.expand_dims(n0 + keys < s1, 0), s * scale_log2, float("-inf"))
         hopper.mbarrier.wait(m_ready0, phase)  # WG0's max of this pair and its rescale
         m_old = m_smem.load(rows_s)
@@ -182,30 +187,29 @@ def _wg1(ql_buf, qp_buf, kv_buf, pe_buf, ready, m_smem, scale0, scale1, l0, l1, 
         hopper.mbarrier.wait(p_ready0, phase)
         hopper.fence_async_shared()
         o = hopper.warpgroup_mma(pe0, kv0.slice(HALF, HALF, dim=1), o, is_async=True)
-        o = hopper.warpgroup_mma(gl.convert_layout(p16, p_op), kv1.slice(HALF, HALF, dim=1), o, is_async=True)
+        o = hopper.warpgroup_mma(gl.convert_layout(p16, P_OP), kv1.slice(HALF, HALF, dim=1), o, is_async=True)
         o = hopper.warpgroup_mma_wait(1, deps=(o, ))
         _barrier()
         if more:  # slot 0's value columns 256-511 and its rope columns (P0 until now)
-            _load_rows(kv0.slice(HALF, HALF, dim=1), kv_row, kv_s, n0 + BLOCK_N, s1, HALF, HALF, ld)
-            _load_rows(pe0, pe_row, pe_s, n0 + BLOCK_N, s1, 0, R, ld_pe)
+            _load_rows(kv0.slice(HALF, HALF, dim=1), kv_row, kv_s, n0 + BLOCK_N, s1, HALF, HALF, LD)
+            _load_rows(pe0, pe_row, pe_s, n0 + BLOCK_N, s1, 0, R, LD_PE)
             async_copy.mbarrier_arrive(ready.index(1), increment_count=False)
         o = hopper.warpgroup_mma_wait(0, deps=(o, ))
         _barrier()
         if more:  # slot 1's value columns 256-511: read only by this warpgroup, done
-            _load_rows(kv1.slice(HALF, HALF, dim=1), kv_row, kv_s, n0 + 2 * BLOCK_N, s1, HALF, HALF, ld)
+            _load_rows(kv1.slice(HALF, HALF, dim=1), kv_row, kv_s, n0 + 2 * BLOCK_N, s1, HALF, HALF, LD)
         hopper.mbarrier.wait(p_free1, phase)  # WG0 has read P1 from slot 1's rope columns
         if more:
-            _load_rows(pe1, pe_row, pe_s, n0 + 2 * BLOCK_N, s1, 0, R, ld_pe)
+            _load_rows(pe1, pe_row, pe_s, n0 + 2 * BLOCK_N, s1, 0, R, LD_PE)
             async_copy.mbarrier_arrive(ready.index(3), increment_count=False)
-    _finish(o, l_i, 1, m_smem, l1, l0, bars.index(6), bars.index(5), n_pairs, dst, dst_h, lse_dst, lse_h, mma_o)
+    _finish(o, l_i, 1, m_smem, l1, l0, bars.index(6), bars.index(5), n_pairs, dst, dst_h, lse_dst, lse_h)
 
 
 @gluon.jit
-def _finish(o, l_i, w: gl.constexpr, m_smem, l_mine, l_theirs, mine, theirs, n_pairs, dst, dst_h, lse_dst, lse_h,
-            mma_o: gl.constexpr):
+def _finish(o, l_i, w: gl.constexpr, m_smem, l_mine, l_theirs, mine, theirs, n_pairs, dst, dst_h, lse_dst, lse_h):
     """Both warpgroups' row sums -> this warpgroup's value half of the normalized output at dst (and, from WG1, the
     log-sum-exp at lse_dst when a split's is wanted)."""
-    rows_o: gl.constexpr = gl.SliceLayout(1, mma_o)
+    rows_o: gl.constexpr = gl.SliceLayout(1, MMA_O)
     l_mine.store(l_i)
     _barrier()
     hopper.mbarrier.arrive(mine)
@@ -214,8 +218,8 @@ def _finish(o, l_i, w: gl.constexpr, m_smem, l_mine, l_theirs, mine, theirs, n_p
     l_o = gl.convert_layout(l_i, rows_o)
     o = gl.where(gl.expand_dims(l_o > 0, 1), o / gl.expand_dims(gl.where(l_o > 0, l_o, 1.0), 1), 0.0)
     heads = gl.arange(0, BLOCK_H, layout=rows_o)
-    c = w * HALF + gl.arange(0, HALF, layout=gl.SliceLayout(0, mma_o))
-    live = n_pairs > 0  # a split past the row's end stores nothing
+    c = w * HALF + gl.arange(0, HALF, layout=gl.SliceLayout(0, MMA_O))
+    live = (n_pairs > 0) | (lse_h == 0)  # one split: always (zeros for a padding query); else only a used split
     gl.store(dst + gl.expand_dims(heads * dst_h, 1) + gl.expand_dims(c, 0), o.to(gl.bfloat16),
              mask=gl.expand_dims(heads < gl.where(live, BLOCK_H, 0), 1))
     if w == 1:
@@ -247,11 +251,11 @@ def _mla_ws_kernel(ql_ptr, qp_ptr, kv_ptr, pe_ptr, start_ptr, lens_ptr, out_ptr,
     span = gl.maximum(gl.cdiv(gl.cdiv(hi, n_splits), 2 * BLOCK_N) * (2 * BLOCK_N), 2 * BLOCK_N)
     s0 = sp * span
     s1 = gl.minimum(s0 + span, hi)
-    n_pairs = gl.maximum(gl.cdiv(s1 - s0, 2 * BLOCK_N), 1)
+    # a padding query (nothing visible) or a split past the row's end: no tiles (zeros stored, resp. nothing)
+    n_pairs = gl.where(s0 < hi, gl.cdiv(s1 - s0, 2 * BLOCK_N), 0)
     if not SINGLE:
         if (sp == 0) & (hb == 0):
             gl.store(active_ptr + bt, gl.cdiv(hi, span).to(gl.int32))
-        n_pairs = gl.where(s0 < hi, n_pairs, 0)  # a split past the row's end: nothing to do, nothing stored
 
     kv_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_N, C], gl.bfloat16)
     pe_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_N, R], gl.bfloat16)
@@ -274,24 +278,22 @@ def _mla_ws_kernel(ql_ptr, qp_ptr, kv_ptr, pe_ptr, start_ptr, lens_ptr, out_ptr,
         hopper.mbarrier.init(ready.index(i), count=128)  # one arrival per thread of the loading warpgroup
     for i in gl.static_range(7):
         hopper.mbarrier.init(bars.index(i), count=1)
-    ld: gl.constexpr = gl.BlockedLayout([1, 8], [1, 32], [4, 1], [1, 0])
-    ld_pe: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0])
-    m_smem.store(gl.full([BLOCK_H], float("-inf"), gl.float32, layout=gl.SliceLayout(1, ld)))
+    m_smem.store(gl.full([BLOCK_H], float("-inf"), gl.float32, layout=gl.SliceLayout(1, LD)))
     kv_row = kv_ptr + b.to(gl.int64) * kv_b  # int64: a batch of long caches passes 2^31 elements
     pe_row = pe_ptr + b.to(gl.int64) * pe_b
     if n_pairs > 0:  # the query and the first two tiles (this warpgroup's threads arrive for all four parts)
         ql_row = ql_ptr + b * ql_b + t * ql_t
         qp_row = qp_ptr + b * qp_b + t * qp_t
-        _load_rows(ql_buf.index(0).slice(0, HALF, dim=1), ql_row, ql_h, hb * BLOCK_H, H, 0, HALF, ld)
-        _load_rows(ql_buf.index(0).slice(HALF, HALF, dim=1), ql_row, ql_h, hb * BLOCK_H, H, HALF, HALF, ld)
-        _load_rows(qp_buf.index(0), qp_row, qp_h, hb * BLOCK_H, H, 0, R, ld_pe)
+        _load_rows(ql_buf.index(0).slice(0, HALF, dim=1), ql_row, ql_h, hb * BLOCK_H, H, 0, HALF, LD)
+        _load_rows(ql_buf.index(0).slice(HALF, HALF, dim=1), ql_row, ql_h, hb * BLOCK_H, H, HALF, HALF, LD)
+        _load_rows(qp_buf.index(0), qp_row, qp_h, hb * BLOCK_H, H, 0, R, LD_PE)
         for i in gl.static_range(2):
-            _load_rows(kv_buf.index(i).slice(0, HALF, dim=1), kv_row, kv_s, s0 + i * BLOCK_N, s1, 0, HALF, ld)
+            _load_rows(kv_buf.index(i).slice(0, HALF, dim=1), kv_row, kv_s, s0 + i * BLOCK_N, s1, 0, HALF, LD)
             async_copy.mbarrier_arrive(ready.index(2 * i), increment_count=False)
         for i in gl.static_range(2):
             _load_rows(kv_buf.index(i).slice(HALF, HALF, dim=1), kv_row, kv_s, s0 + i * BLOCK_N, s1, HALF, HALF,
-                       ld)
-            _load_rows(pe_buf.index(i), pe_row, pe_s, s0 + i * BLOCK_N, s1, 0, R, ld_pe)
+                       LD)
+            _load_rows(pe_buf.index(i), pe_row, pe_s, s0 + i * BLOCK_N, s1, 0, R, LD_PE)
             async_copy.mbarrier_arrive(ready.index(2 * i + 1), increment_count=False)
     _barrier()
     if SINGLE:  # where this program's [64 heads, 512] output goes: its rows, or its split's partial rows
