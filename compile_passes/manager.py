@@ -59,6 +59,9 @@ class ZooPassManager(CustomGraphPass):
         if "attention" in self.names:  # attention over a token window: the window replaces the mask
             windowed = attend_by_window(graph)
             counts["attention_window"] = len(windowed)
+            # ... of which over packed tokens' own cache rows, read in place (latent.fold_row_gathers)
+            counts["attention_rows"] = sum(len(n.args) > 7 for n in windowed
+                                           if n.target is torch.ops.zoo.mla_window_attention.default)
             self.sites.update(("attention_window", site_of(n)) for n in windowed)
         counts["masks_built"] = masks_left(graph)  # window masks still materialized (0 once attention ran)
         if "rope" in self.names:

@@ -244,15 +244,22 @@ def _(q, k, v, mask, scale):
 
 @torch.library.custom_op("zoo::mla_cache_write_", mutates_args=("kv_cache", "pe_cache"))
 def mla_cache_write_(kv_cache: Tensor, pe_cache: Tensor, latent: Tensor, k_pe: Tensor, start_pos: Tensor,
-                     seq_lens: Tensor) -> None:
-    """kv_cache[b, start_pos[b] + t] = latent[b, t] for t < seq_lens[b] (pe likewise); nothing else changes."""
-    write_cache(kv_cache, pe_cache, latent, k_pe, *token_slots(start_pos, seq_lens, latent.shape[1]))
+                     seq_lens: Tensor, rows: Optional[Tensor] = None) -> None:
+    """kv_cache[b, start_pos[b] + t] = latent[b, t] for t < seq_lens[b] (pe likewise); nothing else changes. With
+    rows, batch row b writes cache row rows[b] (packed prompt tokens: each token its own batch row)."""
+    if rows is None:
+        write_cache(kv_cache, pe_cache, latent, k_pe, *token_slots(start_pos, seq_lens, latent.shape[1]))
+        return
+    positions, valid = token_slots(start_pos, seq_lens, latent.shape[1])
+    cache_rows = rows[:, None].expand_as(positions)
+    kv_cache[cache_rows[valid], positions[valid]] = latent[valid]
+    pe_cache[cache_rows[valid], positions[valid]] = k_pe[valid]
 
 
 @mla_cache_write_.register_kernel("cuda")
-def _mla_cache_write_cuda(kv_cache, pe_cache, latent, k_pe, start_pos, seq_lens):
+def _mla_cache_write_cuda(kv_cache, pe_cache, latent, k_pe, start_pos, seq_lens, rows=None):
     from .kernels.cache_write import cache_write_triton
-    cache_write_triton(kv_cache, pe_cache, latent, k_pe, start_pos, seq_lens)
+    cache_write_triton(kv_cache, pe_cache, latent, k_pe, start_pos, seq_lens, rows)
 
 
 def empty_bthd(q, dv):

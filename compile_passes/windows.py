@@ -198,6 +198,8 @@ def attend_by_window(graph: torch.fx.Graph) -> list:
         new.meta.update({key: node.meta[key] for key in ("val", "nn_module_stack", "stack_trace") if key in node.meta})
         node.replace_all_uses_with(new)
         graph.erase_node(node)
+        if target is torch.ops.zoo.mla_window_attention.default:
+            latent.fold_row_gathers(new)  # packed prompt tokens: the kernel reads their cache rows in place
         rewritten.append(new)
     for node in reversed(list(graph.nodes)):  # a sliding mask before the window mask beneath it
         if node.op == "call_function" and node.target in MASK_OPS and not node.users:

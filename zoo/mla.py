@@ -9,15 +9,19 @@ cache).
 On GPU, calls replay CUDA graphs, one per (cache, mode, query bucket): decode (T = 1), and prefill with lengths
 on the host, padded to the next power of two (the padding tokens are `seq_lens` padding: they write nothing and
 their outputs are dropped), so a prefill costs one launch instead of a few hundred.
+Absorbed prefill with lengths on the host runs packed: only the rows' real tokens (padded to a bucket of 1/8
+octave) go through the projections, each token a batch row of one query over its own cache row (zoo_ref's same
+project / attend / output on the token rows; the attention pass reads the cache rows in place, no gathered copy).
 """
 import weakref
 
+import numpy as np
 import torch
 
 from zoo_ref.deepseek.mla import MLA, MLACache, raise_for_flags, to_device, token_slots, value_flags
 
 from .compiler import Compiler
-from .cuda_graphs import GRAPH_MAX_T, GraphRunner, StaticBuffers, length_bucket
+from .cuda_graphs import GRAPH_MAX_T, GraphRunner, StaticBuffers, length_bucket, packed_bucket
 from .packing import PackedWeights
 from .registry import register
 
@@ -41,6 +45,7 @@ class CompiledMLA:
         fns = {"absorb": self._absorb_step, "naive": self._naive_step}
         self._steps = {(mode, phase): self.compiler(fn, f"mla[{mode}, {phase}]", dynamic=None)
                        for mode, fn in fns.items() for phase in ("prefill", "decode")}
+        self._steps[("absorb", "packed")] = self.compiler(self._packed_step, "mla[absorb, packed]", dynamic=None)
         self._inputs, self._dead = {}, []  # graph inputs per cache; keys of caches since freed
         self._register_patterns()
 
@@ -65,6 +70,19 @@ class CompiledMLA:
     def _naive_step(self, x, kv, pe, start_pos, seq_lens):
         return self._step(x, kv, pe, start_pos, seq_lens, "naive")
 
+    def _packed_step(self, x, kv, pe, tokens):
+        """x [1, N, dim]: a prompt's real tokens packed; tokens [3, N]: each one's cache row, slot, and 1 (0 for the
+        bucket's padding). Each token is a batch row of one query: zoo_ref's project, attend and output on those
+        rows, over kv / pe gathered by row (index_select: the attention pass makes the kernel read the rows in
+        place instead)."""
+        mla = self.mla
+        rows, slots, valid = tokens.unbind(0)
+        q_nope, q_pe, latent, k_pe = (y.transpose(0, 1) for y in mla.project(x, slots[None]))  # [N, 1, ...]
+        torch.ops.zoo.mla_cache_write_(kv, pe, latent, k_pe, slots, valid, rows)
+        mask = torch.ops.zoo.mla_mask(slots, valid, 1, kv.shape[1])
+        out = mla.attend(q_nope, q_pe, kv.index_select(0, rows), pe.index_select(0, rows), mask, "absorb")
+        return mla.output(out.transpose(0, 1), valid[None] > 0)
+
     def _register_patterns(self):
         c = self.config
         with torch.no_grad(), self.compiler.manager.record_call_sites():
@@ -74,6 +92,9 @@ class CompiledMLA:
                 zero = torch.zeros(b, dtype=torch.long, device=self.device)
                 for mode in ("absorb", "naive"):
                     self._step(x, cache.kv, cache.pe, zero, zero + t, mode)
+                tokens = torch.stack([torch.arange(b * t, device=self.device) % b, zero.new_zeros(b * t),
+                                      zero.new_ones(b * t)])
+                self._packed_step(x.view(1, b * t, -1), cache.kv, cache.pe, tokens)
 
     @torch.no_grad()
     def __call__(self, x, cache: MLACache, start_pos, seq_lens=None, mode="absorb"):
@@ -82,11 +103,15 @@ class CompiledMLA:
         seq_lens = self.mla.default_lengths(x, cache, start_pos, seq_lens, mode)
         b, t = x.shape[:2]
         on_host = start_pos.device != x.device
-        if on_host:  # values checked here, free on the host
+        packed = mode == "absorb" and t > 1 and start_pos.device.type == "cpu"  # the host builds the packing
+        if on_host or packed:  # values checked here, free on the host
             self.mla.check_inputs(x, cache, start_pos, seq_lens)
         else:  # values checked by the step itself (flags), read once it has run
             self.mla.check_shapes(x, cache, start_pos, seq_lens)
         self.packed.check()
+        packing = self._packing(x, start_pos, seq_lens) if packed else None
+        if packing is not None:
+            return self._packed_prefill(x, cache, *packing)
         lengths = torch.stack([start_pos, seq_lens])  # [2, B]: start_pos, seq_lens, where the caller has them
         step = self._steps[(mode, "decode" if t == 1 else "prefill")]
         bucket = 1 if t == 1 else length_bucket(t)
@@ -102,31 +127,89 @@ class CompiledMLA:
             raise_for_flags(flags.tolist(), t, cache.max_len, start_pos, seq_lens)
         return y
 
+    def _packing(self, x, start_pos, seq_lens):
+        """The packed layout of a prompt with lengths on the host, or None when packing saves no tokens (every row
+        full): (bucket, meta [4 * bucket + B * T] long: each packed token's cache row, slot, 1 (0 for the bucket's
+        padding) and place in x; then each place of y's packed token, or a padding token, whose output is 0).
+        Built in numpy: a dozen eager torch ops on small CPU tensors cost ~0.3 ms of host time."""
+        b, t = x.shape[:2]
+        lens, starts = seq_lens.numpy(), start_pos.numpy()
+        n = int(lens.sum())
+        pad = int(b * t > n)  # y has padding places: one padding token gives their zeros
+        bucket = packed_bucket(n + pad)
+        if bucket >= b * length_bucket(t):
+            return None
+        rows = np.repeat(np.arange(b), lens)
+        offsets = np.arange(n) - np.repeat(np.cumsum(lens) - lens, lens)
+        meta = np.zeros(4 * bucket + b * t, dtype=np.int64)
+        meta[:n], meta[bucket:bucket + n], meta[2 * bucket:2 * bucket + n] = rows, starts[rows] + offsets, 1
+        meta[3 * bucket:3 * bucket + n] = rows * t + offsets
+        back = meta[4 * bucket:]
+        back[:] = n
+        back[rows * t + offsets] = np.arange(n)
+        return bucket, torch.from_numpy(meta)
+
+    def _packed_prefill(self, x, cache, bucket, meta):
+        """A prompt's real tokens packed (see _packed_step and _packing); y [B, T, dim] with zeros at the padding, as
+        the reference."""
+        b, t, dim = x.shape
+        meta = to_device(meta, x.device)
+        tokens, src, back = meta[:3 * bucket].view(3, bucket), meta[3 * bucket:4 * bucket], meta[4 * bucket:]
+        step = self._steps[("absorb", "packed")]
+        if self.cuda_graphs and bucket <= GRAPH_MAX_T:
+            def make():
+                buffers = StaticBuffers(x=x.new_zeros(1, bucket, dim), tokens=tokens)
+                torch._dynamo.mark_dynamic(buffers.x, 1)  # one compiled graph for every bucket
+                torch._dynamo.mark_dynamic(buffers.tokens, 1)
+                return buffers
+            key = ("absorb", ("packed", bucket), self._cache_key(cache))
+            static = self._static(key, cache, make)
+            torch.index_select(x.reshape(b * t, dim), 0, src, out=static.x[0])
+            static.tokens.copy_(tokens)
+            y = self.graphs.run(key, step, static.x, cache.kv, cache.pe, static.tokens, state=static)
+        else:
+            x_packed = x.reshape(b * t, dim).index_select(0, src)[None]
+            torch._dynamo.mark_dynamic(x_packed, 1)
+            torch._dynamo.mark_dynamic(tokens, 1)
+            y = step(x_packed, cache.kv, cache.pe, tokens)
+        return y[0].index_select(0, back).view(b, t, dim)
+
+    @staticmethod
+    def _cache_key(cache):
+        kv, pe = cache.kv, cache.pe
+        return kv.data_ptr(), pe.data_ptr(), kv.shape, pe.shape, kv.stride(), pe.stride()
+
+    def _static(self, key, cache, make):
+        """The input buffers held for graph `key` = (mode, bucket, cache key), make() on first use. A graph bakes in
+        the cache's addresses and shapes: keyed by both, a cache allocated where a freed one lived either matches
+        it exactly or gets its own graphs; a cache's graphs go when it does."""
+        while self._dead:
+            dead = self._dead.pop()
+            for k in [k for k in self._inputs if k[2] == dead]:
+                self._inputs.pop(k)
+                self.graphs.drop(k)
+        static = self._inputs.get(key)
+        if static is None:
+            if not any(k[2] == key[2] for k in self._inputs):  # this cache's first graph: watch it once
+                weakref.finalize(cache.kv, self._forget, key[2])
+            static = self._inputs[key] = make()
+        return static
+
     def _replay(self, step, x, cache, lengths, graph):
         """The step's CUDA graph for `graph` = (mode, query bucket) and this cache, inputs copied in: x padded to the
         bucket with zeros (seq_lens, checked against the real T, leaves the padding tokens out of the cache and the
         attention), the lengths straight from where they are (a host copy from pinned memory, no device read)."""
-        # A graph bakes in the cache's addresses and shapes. Keyed by both, a cache allocated where a freed one
-        # lived either matches it exactly or gets its own graph; a cache's graphs go when it does.
-        while self._dead:
-            dead = self._dead.pop()
-            for key in [k for k in self._inputs if k[2] == dead]:
-                self._inputs.pop(key)
-                self.graphs.drop(key)
-        kv, pe = cache.kv, cache.pe
-        cache_key = (kv.data_ptr(), pe.data_ptr(), kv.shape, pe.shape, kv.stride(), pe.stride())
-        key = (*graph, cache_key)
-        static = self._inputs.get(key)
-        if static is None:
-            if not any(k[2] == cache_key for k in self._inputs):  # this cache's first graph: watch it once
-                weakref.finalize(kv, self._forget, cache_key)
-            b, bucket = x.shape[0], graph[1]
+        b, bucket = x.shape[0], graph[1]
+
+        def make():  # held as plain tensors: a module's attribute lookups and two row views cost host time per call
             buffers = StaticBuffers(x=x.new_zeros(b, bucket, x.shape[2]),
                                     lengths=lengths.new_zeros(2, b, device=x.device))
             if bucket > 1:
                 torch._dynamo.mark_dynamic(buffers.x, 1)  # one prefill graph for every bucket
-            # held as plain tensors: a module's attribute lookups and the two row views cost host time every call
-            static = self._inputs[key] = (buffers, buffers.x, buffers.lengths, *buffers.lengths.unbind(0))
+            return buffers, buffers.x, buffers.lengths, *buffers.lengths.unbind(0)
+        kv, pe = cache.kv, cache.pe
+        key = (*graph, self._cache_key(cache))
+        static = self._static(key, cache, make)
         buffers, x_in, lengths_in, start_in, lens_in = static
         t = x.shape[1]
         if t == x_in.shape[1]:

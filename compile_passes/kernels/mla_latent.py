@@ -48,11 +48,13 @@ def _fold_tile(q_lat, q_pe, kv_row, pe_row, kv_s, pe_s, n0, s1, m_i, l_i, acc, s
 
 
 @triton.jit
-def _mla_latent_kernel(ql_ptr, qp_ptr, kv_ptr, pe_ptr, start_ptr, lens_ptr, out_ptr, o_ptr, lse_ptr, active_ptr,
-                       scale, ql_b, ql_t, ql_h, qp_b, qp_t, qp_h, kv_b, kv_s, pe_b, pe_s, out_b, out_t, out_h, T, H, S,
+def _mla_latent_kernel(ql_ptr, qp_ptr, kv_ptr, pe_ptr, start_ptr, lens_ptr, rows_ptr, out_ptr, o_ptr, lse_ptr,
+                       active_ptr, scale, ql_b, ql_t, ql_h, qp_b, qp_t, qp_h, kv_b, kv_s, pe_b, pe_s, out_b, out_t,
+                       out_h, T, H, S,
                        C: tl.constexpr, R: tl.constexpr, BC: tl.constexpr, BR: tl.constexpr, BLOCK_H: tl.constexpr,
                        BLOCK_N: tl.constexpr, MIN_SPAN: tl.constexpr, SINGLE: tl.constexpr,
-                       MASK_WHOLE: tl.constexpr, PRECISION: tl.constexpr, USE_PDL: tl.constexpr):
+                       MASK_WHOLE: tl.constexpr, PRECISION: tl.constexpr, HAS_ROWS: tl.constexpr,
+                       USE_PDL: tl.constexpr):
     wait_for_inputs(USE_PDL)
     hb = tl.program_id(0)  # fastest: the head blocks of one (query, split) run together and share the kv tiles
     sp = tl.program_id(1)
@@ -81,7 +83,10 @@ def _mla_latent_kernel(ql_ptr, qp_ptr, kv_ptr, pe_ptr, start_ptr, lens_ptr, out_
     m_i = tl.full([BLOCK_H], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_H], tl.float32)
     acc = tl.zeros([BLOCK_H, BC], tl.float32)
-    kv_row, pe_row = kv_ptr + b * kv_b, pe_ptr + b * pe_b
+    kb = b.to(tl.int64)
+    if HAS_ROWS:  # batch row b reads cache row rows[b] (packed prompt tokens, each its own batch row)
+        kb = tl.load(rows_ptr + b).to(tl.int64)
+    kv_row, pe_row = kv_ptr + kb * kv_b, pe_ptr + kb * pe_b
     full = s0 + (s1 - s0) // BLOCK_N * BLOCK_N
     for n0 in range(s0, full, BLOCK_N):  # whole tiles: no bounds to check
         m_i, l_i, acc = _fold_tile(q_lat, q_pe, kv_row, pe_row, kv_s, pe_s, n0, s1, m_i, l_i, acc, scale, C, R, BC,
@@ -98,10 +103,11 @@ def _mla_latent_kernel(ql_ptr, qp_ptr, kv_ptr, pe_ptr, start_ptr, lens_ptr, out_
 
 
 def mla_latent_triton(q_lat, q_pe, kv, pe, start_pos, seq_lens, scale, block_h=64, block_n=64, n_splits=None,
-                      num_warps=8, num_stages=2, min_span=64, stats=None):
+                      num_warps=8, num_stages=2, min_span=64, stats=None, kv_rows=None):
     """q_lat [B, T, H, C], q_pe [B, T, H, R] (last dim contiguous), kv [B, S, C], pe [B, S, R] (the static cache),
     start_pos / seq_lens [B] long on the device -> o_lat [B, T, H, C] = zoo_ref's latent_attention under
-    attention_mask(token_slots(start_pos, seq_lens, T), S)."""
+    attention_mask(token_slots(start_pos, seq_lens, T), S). kv_rows [B] (optional): batch row b reads cache row
+    kv_rows[b] (kv / pe may then have any number of rows)."""
     b, t, h, c = q_lat.shape
     s, r = kv.shape[1], pe.shape[-1]
     start_pos, seq_lens = start_pos.contiguous(), seq_lens.contiguous()  # indexed by row: no broadcast views
@@ -122,13 +128,14 @@ def mla_latent_triton(q_lat, q_pe, kv, pe, start_pos, seq_lens, scale, block_h=6
         lse = torch.empty(b * t, h, n_splits, dtype=torch.float32, device=q_lat.device)
         active = torch.empty(b * t, dtype=torch.int32, device=q_lat.device)
     kernel = _mla_latent_kernel[(head_blocks, n_splits, b * t)](
-        q_lat, q_pe, kv, pe, start_pos, seq_lens, out, o, lse, active, scale, q_lat.stride(0), q_lat.stride(1),
+        q_lat, q_pe, kv, pe, start_pos, seq_lens, start_pos if kv_rows is None else kv_rows.contiguous(), out, o,
+        lse, active, scale, q_lat.stride(0), q_lat.stride(1),
         q_lat.stride(2), q_pe.stride(0), q_pe.stride(1), q_pe.stride(2), kv.stride(0), kv.stride(1), pe.stride(0),
         pe.stride(1), out.stride(0), out.stride(1), out.stride(2), t, h, s, C=c, R=r, BC=bc, BR=br, BLOCK_H=block_h,
         BLOCK_N=block_n, MIN_SPAN=max(block_n, min_span // block_n * block_n), SINGLE=single,
         MASK_WHOLE=bc != c or br != r,  # widths that are not powers of 2 (tiny test configs): every load checked
         PRECISION="ieee" if q_lat.dtype == torch.float32 else "tf32",  # fp32 in, fp32 math (no TF32)
-        num_warps=num_warps, num_stages=num_stages, **pdl_launch(q_lat))
+        HAS_ROWS=kv_rows is not None, num_warps=num_warps, num_stages=num_stages, **pdl_launch(q_lat))
     if stats is not None:  # for the benchmark's config sweep
         stats.update(n_regs=kernel.n_regs, n_spills=kernel.n_spills, splits=n_splits)
     if not single:

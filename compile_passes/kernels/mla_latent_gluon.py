@@ -51,7 +51,7 @@ def split_count(s: int, programs: int, device) -> int:
     return max(1, min(cdiv(s, 2 * BLOCK_N.value), _sms(device) // programs))
 
 
-def mla_latent_gluon(q_lat, q_pe, kv, pe, start_pos, seq_lens, scale, n_splits=None):
+def mla_latent_gluon(q_lat, q_pe, kv, pe, start_pos, seq_lens, scale, n_splits=None, kv_rows=None):
     """mla_latent_triton's contract for the calls gluon_fits accepts (prefill and decode)."""
     b, t, h, c = q_lat.shape
     start_pos, seq_lens = start_pos.contiguous(), seq_lens.contiguous()
@@ -63,11 +63,13 @@ def mla_latent_gluon(q_lat, q_pe, kv, pe, start_pos, seq_lens, scale, n_splits=N
         o = torch.empty(b * t, h, n_splits, c, dtype=q_lat.dtype, device=q_lat.device)
         lse = torch.empty(b * t, h, n_splits, dtype=torch.float32, device=q_lat.device)
         active = torch.empty(b * t, dtype=torch.int32, device=q_lat.device)
+    # num_warps: the first warpgroup (the kernel's warp_specialize adds the second)
     _mla_ws_kernel[(h // BLOCK_H.value, n_splits, b * t)](
-        q_lat, q_pe, kv, pe, start_pos, seq_lens, out, o, lse, active, scale * LOG2E, q_lat.stride(0),
-        q_lat.stride(1), q_lat.stride(2), q_pe.stride(0), q_pe.stride(1), q_pe.stride(2), kv.stride(0),
-        kv.stride(1), pe.stride(0), pe.stride(1), out.stride(0), out.stride(1), out.stride(2), t, h, kv.shape[1],
-        SINGLE=single, num_warps=4, **pdl_launch(q_lat))  # + 4 warps: the second warpgroup
+        q_lat, q_pe, kv, pe, start_pos, seq_lens, start_pos if kv_rows is None else kv_rows.contiguous(), out, o,
+        lse, active, scale * LOG2E, q_lat.stride(0), q_lat.stride(1), q_lat.stride(2), q_pe.stride(0),
+        q_pe.stride(1), q_pe.stride(2), kv.stride(0), kv.stride(1), pe.stride(0), pe.stride(1), out.stride(0),
+        out.stride(1), out.stride(2), t, h, kv.shape[1], SINGLE=single, HAS_ROWS=kv_rows is not None, num_warps=4,
+        **pdl_launch(q_lat))
     if not single:
         merge_splits_into(out, o, lse, t, active)
     return out

@@ -231,9 +231,9 @@ def _finish(o, l_i, w: gl.constexpr, m_smem, l_mine, l_theirs, mine, theirs, n_p
 
 
 @gluon.jit
-def _mla_ws_kernel(ql_ptr, qp_ptr, kv_ptr, pe_ptr, start_ptr, lens_ptr, out_ptr, o_ptr, lse_ptr, active_ptr,
-                   scale_log2, ql_b, ql_t, ql_h, qp_b, qp_t, qp_h, kv_b, kv_s, pe_b, pe_s, out_b, out_t, out_h,
-                   T, H, S, SINGLE: gl.constexpr, USE_PDL: gl.constexpr):
+def _mla_ws_kernel(ql_ptr, qp_ptr, kv_ptr, pe_ptr, start_ptr, lens_ptr, rows_ptr, out_ptr, o_ptr, lse_ptr,
+                   active_ptr, scale_log2, ql_b, ql_t, ql_h, qp_b, qp_t, qp_h, kv_b, kv_s, pe_b, pe_s, out_b, out_t,
+                   out_h, T, H, S, SINGLE: gl.constexpr, HAS_ROWS: gl.constexpr, USE_PDL: gl.constexpr):
     if USE_PDL:  # pdl.py's wait_for_inputs: launched early, wait for the previous kernel, let the next launch
         gl.inline_asm_elementwise("griddepcontrol.wait; // dummy $0", "=r", [], dtype=gl.int32, is_pure=False,
                                   pack=1)
@@ -279,8 +279,11 @@ def _mla_ws_kernel(ql_ptr, qp_ptr, kv_ptr, pe_ptr, start_ptr, lens_ptr, out_ptr,
     for i in gl.static_range(7):
         hopper.mbarrier.init(bars.index(i), count=1)
     m_smem.store(gl.full([BLOCK_H], float("-inf"), gl.float32, layout=gl.SliceLayout(1, LD)))
-    kv_row = kv_ptr + b.to(gl.int64) * kv_b  # int64: a batch of long caches passes 2^31 elements
-    pe_row = pe_ptr + b.to(gl.int64) * pe_b
+    kb = b.to(gl.int64)  # int64: a batch of long caches passes 2^31 elements
+    if HAS_ROWS:  # batch row b reads cache row rows[b] (packed prompt tokens, each its own batch row)
+        kb = gl.load(rows_ptr + b).to(gl.int64)
+    kv_row = kv_ptr + kb * kv_b
+    pe_row = pe_ptr + kb * pe_b
     if n_pairs > 0:  # the query and the first two tiles (this warpgroup's threads arrive for all four parts)
         ql_row = ql_ptr + b * ql_b + t * ql_t
         qp_row = qp_ptr + b * qp_b + t * qp_t

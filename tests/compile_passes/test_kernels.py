@@ -144,13 +144,25 @@ def test_gemv_fused_matches_its_torch_body(n, k, bias, gate, norm, residual, blo
     torch.testing.assert_close(got.cpu(), want, rtol=1e-5, atol=1e-4)
 
 
+def _row_caches(kv, pe, rows):
+    """Caches of more rows than the batch, batch row b's at cache row rows[b] (NaN past its length there, and in
+    every row no batch row reads): what the packed prompt hands the kernels as kv_rows."""
+    n_rows = int(rows.max()) + 2
+    big_kv = torch.full((n_rows, *kv.shape[1:]), float("nan"), dtype=kv.dtype, device=kv.device)
+    big_pe = torch.full((n_rows, *pe.shape[1:]), float("nan"), dtype=pe.dtype, device=pe.device)
+    for i, row in enumerate(rows.tolist()):
+        big_kv[row], big_pe[row] = kv[i], pe[i]
+    return big_kv, big_pe
+
+
 @settings(max_examples=20)
 @given(b=st.integers(1, 3), t=st.integers(1, 3), h=st.sampled_from([1, 4, 20, 80]), c=st.sampled_from([16, 32]),
        r=st.sampled_from([8, 16]), s=st.integers(3, 70), splits=st.sampled_from([None, 1, 3]),
-       block_h=st.sampled_from([16, 64]), data=st.data(), seed=st.integers(0, 999))
-def test_mla_latent_matches_reference_forward(b, t, h, c, r, s, splits, block_h, data, seed):
+       block_h=st.sampled_from([16, 64]), by_row=st.booleans(), data=st.data(), seed=st.integers(0, 999))
+def test_mla_latent_matches_reference_forward(b, t, h, c, r, s, splits, block_h, by_row, data, seed):
     """The kernel == zoo_ref's forward (latent_attention over the slots up to the longest row, its mask), with NaN
-    in every slot beyond each row's length: those are never read."""
+    in every slot beyond each row's length: those are never read. by_row: the batch's rows live at other rows of
+    a bigger cache (kv_rows), as the packed prompt's tokens."""
     g = torch.Generator().manual_seed(seed)
     lens = torch.tensor(data.draw(st.lists(st.integers(0, t), min_size=b, max_size=b), label="seq_lens"))
     starts = torch.tensor([data.draw(st.integers(0, s - int(n)), label="start") for n in lens])
@@ -161,8 +173,12 @@ def test_mla_latent_matches_reference_forward(b, t, h, c, r, s, splits, block_h,
     want = latent_attention(q_lat, q_pe, kv[:, :n], pe[:, :n], attention_mask(positions, valid, n).to(DEVICE), 0.3)
     stale = (torch.arange(s)[None, :] >= (starts + lens)[:, None]).to(DEVICE)  # [B, S]
     kv[stale], pe[stale] = float("nan"), float("nan")
+    rows = None
+    if by_row:
+        rows = torch.tensor(data.draw(st.permutations(range(b + 2)), label="rows")[:b], device=DEVICE)
+        kv, pe = _row_caches(kv, pe, rows)
     out = mla_latent_triton(q_lat, q_pe, kv, pe, starts.to(DEVICE), lens.to(DEVICE), 0.3, block_h=block_h,
-                            block_n=16, n_splits=splits, min_span=16)
+                            block_n=16, n_splits=splits, min_span=16, kv_rows=rows)
     torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-5)
     assert torch.all(out[~valid.to(DEVICE)] == 0)  # padding queries see nothing: zeros
 
@@ -173,11 +189,13 @@ HOPPER = DEVICE == "cuda" and torch.cuda.get_device_capability()[0] == 9
 @pytest.mark.skipif(not HOPPER, reason="the Gluon MLA kernel is Hopper wgmma code (no interpreter, no other GPU)")
 @settings(max_examples=20, deadline=None)
 @given(b=st.sampled_from([1, 3, 70]), t=st.sampled_from([1, 1, 5]), h=st.sampled_from([64, 128]),
-       s=st.integers(1, 700), splits=st.sampled_from([None, 1, 3]), data=st.data(), seed=st.integers(0, 999))
-def test_mla_gluon_matches_reference_forward(b, t, h, s, splits, data, seed):
+       s=st.integers(1, 700), splits=st.sampled_from([None, 1, 3]), by_row=st.booleans(), data=st.data(),
+       seed=st.integers(0, 999))
+def test_mla_gluon_matches_reference_forward(b, t, h, s, splits, by_row, data, seed):
     """bf16 against the fp32 reference forward, decode and prefill, with and without split-KV: one-slot to
-    several-tile rows, partial last tiles, splits past a row's end, padding queries (zeros), NaN in every slot past
-    each row's length (never read); and the dispatch takes it for every such call on Hopper."""
+    several-tile rows, partial last tiles (odd tile counts: the pair's second tile empty), splits past a row's end,
+    padding queries (zeros), NaN in every slot past each row's length (never read), batch rows at other cache rows
+    (kv_rows); and the dispatch takes it for every such call on Hopper."""
     g = torch.Generator().manual_seed(seed)
     lens = torch.tensor(data.draw(st.lists(st.integers(0, min(t, s)), min_size=b, max_size=b), label="seq_lens"))
     starts = torch.tensor([data.draw(st.integers(0, s - int(n)), label="start") for n in lens])
@@ -189,7 +207,12 @@ def test_mla_gluon_matches_reference_forward(b, t, h, s, splits, data, seed):
                             attention_mask(positions, valid, n).to(DEVICE), 0.1)
     stale = (torch.arange(s)[None, :] >= (starts + lens)[:, None]).to(DEVICE)
     kv[stale], pe[stale] = float("nan"), float("nan")
-    out = mla_latent_gluon(q_lat, q_pe, kv, pe, starts.to(DEVICE), lens.to(DEVICE), 0.1, n_splits=splits)
+    rows = None
+    if by_row:
+        rows = torch.tensor(data.draw(st.permutations(range(b + 2)), label="rows")[:b], device=DEVICE)
+        kv, pe = _row_caches(kv, pe, rows)
+    out = mla_latent_gluon(q_lat, q_pe, kv, pe, starts.to(DEVICE), lens.to(DEVICE), 0.1, n_splits=splits,
+                           kv_rows=rows)
     torch.testing.assert_close(out.float(), want, rtol=2e-2, atol=2e-2)
     assert torch.all(out[~valid.to(DEVICE)] == 0)
     assert gluon_fits(q_lat, q_pe, kv, pe)
@@ -276,22 +299,30 @@ def test_merge_splits_matches_logsumexp_weights(q, h, n_splits, width, data, see
 
 
 @settings(max_examples=10)
-@given(b=st.integers(1, 3), t=st.integers(1, 5), seed=st.integers(0, 999))
-def test_cache_write_matches_torch_op(b, t, seed):
+@given(b=st.integers(1, 3), t=st.integers(1, 5), by_row=st.booleans(), seed=st.integers(0, 999))
+def test_cache_write_matches_torch_op(b, t, by_row, seed):
+    """Batch row b's tokens t < lens[b] land at slots start[b] + t of cache row b (by_row: of cache row rows[b], as
+    the packed prompt writes); nothing else changes. The op's CPU body and the kernel against a plain loop."""
     g = torch.Generator().manual_seed(seed)
     s, c, r = 12, 16, 8
-    kv, pe = _rand(b, s, c, g=g), _rand(b, s, r, g=g)
+    rows = torch.randperm(b + 2, generator=g)[:b].to(DEVICE) if by_row else None
+    kv, pe = _rand(b + 2, s, c, g=g), _rand(b + 2, s, r, g=g)
     latent, k_pe = _rand(b, t, c, g=g), _rand(b, t, r, g=g)
     lens = torch.randint(0, t + 1, (b,), generator=g).to(DEVICE)
     start = torch.randint(0, s - t + 1, (b,), generator=g).to(DEVICE)
     want_kv, want_pe = kv.clone(), pe.clone()
     rows_valid = torch.arange(t, device=DEVICE)[None] < lens[:, None]
     for i in range(b):
+        row = int(rows[i]) if by_row else i
         for j in range(t):
             if rows_valid[i, j]:
-                want_kv[i, start[i] + j] = latent[i, j]
-                want_pe[i, start[i] + j] = k_pe[i, j]
-    cache_write_triton(kv, pe, latent, k_pe, start, lens)
+                want_kv[row, start[i] + j] = latent[i, j]
+                want_pe[row, start[i] + j] = k_pe[i, j]
+    op_kv, op_pe = kv.cpu(), pe.cpu()
+    torch.ops.zoo.mla_cache_write_(op_kv, op_pe, latent.cpu(), k_pe.cpu(), start.cpu(), lens.cpu(),
+                                   None if rows is None else rows.cpu())
+    assert torch.equal(op_kv, want_kv.cpu()) and torch.equal(op_pe, want_pe.cpu())
+    cache_write_triton(kv, pe, latent, k_pe, start, lens, rows)
     assert torch.equal(kv, want_kv) and torch.equal(pe, want_pe)
 
 

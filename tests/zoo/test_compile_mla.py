@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import zoo
+from zoo.cuda_graphs import packed_bucket
 from zoo_ref.deepseek import MLA, MLAConfig
 from zoo_ref.layers import relative_error
 from zoo_ref.qwen3_vl.tiny import randomize_
@@ -180,6 +181,33 @@ def test_nan_in_slots_beyond_the_call_is_never_read(models, mode):
     with torch.no_grad():
         ref = mla(x[:, :1], ref_cache, start + lens, one, mode=mode)
     assert torch.isfinite(out).all() and relative_error(out, ref) < 1e-4
+
+
+def test_packed_prompt_reads_its_cache_rows_in_place(models):
+    """Absorbed prefill with lengths on the host runs packed: only the real tokens (an empty row and padding left
+    out), each a batch row of one query over its own cache row. Same output and cache as the reference, NaN past
+    every row never read, and the attention reads the cache rows in place (no gathered copy, no mask)."""
+    mla, compiled = models
+    cache, ref_cache = mla.new_cache(3, MAX_LEN), mla.new_cache(3, MAX_LEN)
+    for c in (cache, ref_cache):
+        c.kv[:, 20:] = float("nan")
+        c.pe[:, 20:] = float("nan")
+    x = torch.rand(3, 6, 64, generator=torch.Generator().manual_seed(3)).to(DEVICE)
+    start, lens = torch.tensor([9, 0, 14]), torch.tensor([6, 0, 4])
+    with torch.no_grad():
+        ref = mla(x, ref_cache, start, lens)
+    out = compiled(x, cache, start, lens)
+    assert torch.isfinite(out).all() and relative_error(out, ref) < 1e-4
+    assert torch.equal(out[1], torch.zeros_like(out[1])) and torch.equal(out[2, 4:], torch.zeros_like(out[2, 4:]))
+    torch.testing.assert_close(cache.kv, ref_cache.kv, rtol=1e-5, atol=1e-6, equal_nan=True)
+    counts = dict(zoo.explain(compiled).per_graph)["mla[absorb, packed]"]
+    assert (counts["attention_window"], counts["attention_rows"], counts["masks_built"]) == (1, 1, 0), counts
+
+
+def test_packed_bucket():
+    """Packed token counts pad to a multiple of an eighth of their octave, at least 16: under ~12% padding."""
+    assert [packed_bucket(n) for n in (1, 16, 17, 65, 705, 1024, 1025, 5000)] == [16, 16, 32, 80, 768, 1024, 1152,
+                                                                                  5120]
 
 
 def test_batch_one_decode_runs_its_linears_as_gemvs():
