@@ -9,7 +9,7 @@ cache).
 On GPU, calls replay CUDA graphs, one per (cache, mode, query bucket): decode (T = 1), and prefill with lengths
 on the host, padded to the next power of two (the padding tokens are `seq_lens` padding: they write nothing and
 their outputs are dropped), so a prefill costs one launch instead of a few hundred.
-Absorbed prefill with lengths on the host runs packed: only the rows' real tokens (padded to a bucket of 1/8
+Absorbed prefill with lengths on the host runs packed: only the rows' real tokens (padded to a bucket of 1/16
 octave) go through the projections, each token a batch row of one query over its own cache row (zoo_ref's same
 project / attend / output on the token rows; the attention pass reads the cache rows in place, no gathered copy).
 """
