@@ -46,6 +46,7 @@ class CompiledMLA:
         self._steps = {(mode, phase): self.compiler(fn, f"mla[{mode}, {phase}]", dynamic=None)
                        for mode, fn in fns.items() for phase in ("prefill", "decode")}
         self._steps[("absorb", "packed")] = self.compiler(self._packed_step, "mla[absorb, packed]", dynamic=None)
+        self.pack_prompts = "attention" in passes  # without it the packed step would gather [tokens, S] latents
         self._inputs, self._dead = {}, []  # graph inputs per cache; keys of caches since freed
         self._register_patterns()
 
@@ -103,7 +104,8 @@ class CompiledMLA:
         seq_lens = self.mla.default_lengths(x, cache, start_pos, seq_lens, mode)
         b, t = x.shape[:2]
         on_host = start_pos.device != x.device
-        packed = mode == "absorb" and t > 1 and start_pos.device.type == "cpu"  # the host builds the packing
+        # the host builds the packing; the attention pass turns its row gather into the kernel's row index
+        packed = self.pack_prompts and mode == "absorb" and t > 1 and start_pos.device.type == "cpu"
         if on_host or packed:  # values checked here, free on the host
             self.mla.check_inputs(x, cache, start_pos, seq_lens)
         else:  # values checked by the step itself (flags), read once it has run

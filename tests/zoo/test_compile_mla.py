@@ -204,6 +204,20 @@ def test_packed_prompt_reads_its_cache_rows_in_place(models):
     assert (counts["attention_window"], counts["attention_rows"], counts["masks_built"]) == (1, 1, 0), counts
 
 
+def test_no_packing_without_the_attention_pass(models):
+    """Without the attention pass nothing would turn the packed step's row gather into the kernel's row index (a
+    [tokens, S] copy of the latents): such a compile keeps the padded path."""
+    mla, _ = models
+    compiled = zoo.compile(mla, passes=("rope",))
+    cache, ref_cache = mla.new_cache(3, MAX_LEN), mla.new_cache(3, MAX_LEN)
+    x = torch.rand(3, 6, 64, generator=torch.Generator().manual_seed(4)).to(DEVICE)
+    start, lens = torch.tensor([9, 0, 14]), torch.tensor([6, 0, 4])
+    with torch.no_grad():
+        ref = mla(x, ref_cache, start, lens)
+    assert relative_error(compiled(x, cache, start, lens), ref) < 1e-4
+    assert "mla[absorb, packed]" not in zoo.explain(compiled).graphs
+
+
 def test_packed_bucket():
     """Packed token counts pad to a multiple of a sixteenth of their octave, at least 16: under ~6% padding."""
     assert [packed_bucket(n) for n in (1, 16, 17, 65, 705, 1024, 1025, 5000)] == [16, 16, 32, 80, 736, 1024, 1088,
