@@ -42,6 +42,7 @@ MMA_O = gl.constexpr(gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4,
 P_OP = gl.constexpr(gl.DotOperandLayout(operand_index=0, parent=MMA_O.value, k_width=2))
 LD = gl.constexpr(gl.BlockedLayout([1, 8], [1, 32], [4, 1], [1, 0]))
 LD_PE = gl.constexpr(gl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0]))
+ROWS_S, ROWS_O = gl.constexpr(gl.SliceLayout(1, MMA_S.value)), gl.constexpr(gl.SliceLayout(1, MMA_O.value))  # per row
 
 
 @gluon.jit
@@ -87,12 +88,10 @@ def _scores(ql, qp, kv, pe, ready_l, ready_r, phase):
 def _wg0(ql_buf, qp_buf, kv_buf, pe_buf, ready, m_smem, scale0, scale1, l0, l1, bars, kv_row, pe_row, kv_s, pe_s,
          s0, s1, n_pairs, scale_log2, dst, dst_h, lse_dst, lse_h):
     """Warpgroup 0: the even tiles' scores and softmax, value columns 0-255 of O."""
-    rows_s: gl.constexpr = gl.SliceLayout(1, MMA_S)
-    rows_o: gl.constexpr = gl.SliceLayout(1, MMA_O)
     keys = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, MMA_S))
     m_ready0, m_ready1, p_ready0, p_ready1, p_free1 = (bars.index(0), bars.index(1), bars.index(2), bars.index(3),
                                                        bars.index(4))
-    l_i = gl.zeros([BLOCK_H], gl.float32, layout=rows_s)
+    l_i = gl.zeros([BLOCK_H], gl.float32, layout=ROWS_S)
     o = gl.zeros([BLOCK_H, HALF], gl.float32, layout=MMA_O)
     for k in range(0, n_pairs):
         phase = k & 1
@@ -102,7 +101,7 @@ def _wg0(ql_buf, qp_buf, kv_buf, pe_buf, ready, m_smem, scale0, scale1, l0, l1, 
         pe1 = pe_buf.index(1 + (n0 < 0).to(gl.int32))
         s = _scores(ql, qp, kv0, pe0, ready.index(0), ready.index(1), phase)
         s = gl.where(gl.expand_dims(n0 + keys < s1, 0), s * scale_log2, float("-inf"))
-        m_old = m_smem.load(rows_s)
+        m_old = m_smem.load(ROWS_S)
         m_new = gl.maximum(m_old, gl.max(s, axis=1))
         base = gl.where(m_new == float("-inf"), 0.0, m_new)  # a row with no key yet: P = 0, not NaN
         alpha = gl.exp2(m_old - base)
@@ -114,11 +113,11 @@ def _wg0(ql_buf, qp_buf, kv_buf, pe_buf, ready, m_smem, scale0, scale1, l0, l1, 
         p = gl.exp2(s - gl.expand_dims(base, 1))
         l_i = l_i * alpha + gl.sum(p, axis=1)
         p16 = p.to(gl.bfloat16)
-        o = o * gl.expand_dims(gl.convert_layout(alpha, rows_o), 1)
+        o = o * gl.expand_dims(gl.convert_layout(alpha, ROWS_O), 1)
         o = hopper.warpgroup_mma(gl.convert_layout(p16, P_OP), kv0.slice(0, HALF, dim=1), o, is_async=True)
         # WG1's softmax rescales everything so far by beta; P0 goes to WG1 relative to the new max
         hopper.mbarrier.wait(m_ready1, phase)
-        beta = scale1.load(rows_s)
+        beta = scale1.load(ROWS_S)
         pe0.store((p16.to(gl.float32) * gl.expand_dims(beta, 1)).to(gl.bfloat16))  # the scores are done with it
         hopper.fence_async_shared()
         _barrier()
@@ -129,7 +128,7 @@ def _wg0(ql_buf, qp_buf, kv_buf, pe_buf, ready, m_smem, scale0, scale1, l0, l1, 
         if more:  # value columns 0-255 of slot 0: nobody reads them any more
             _load_rows(kv0.slice(0, HALF, dim=1), kv_row, kv_s, n0 + 2 * BLOCK_N, s1, 0, HALF, LD)
             async_copy.mbarrier_arrive(ready.index(0), increment_count=False)
-        o = o * gl.expand_dims(gl.convert_layout(beta, rows_o), 1)
+        o = o * gl.expand_dims(gl.convert_layout(beta, ROWS_O), 1)
         l_i = l_i * beta
         hopper.mbarrier.wait(p_ready1, phase)
         hopper.fence_async_shared()
@@ -148,12 +147,10 @@ def _wg1(ql_buf, qp_buf, kv_buf, pe_buf, ready, m_smem, scale0, scale1, l0, l1, 
          s0, s1, n_pairs, scale_log2, dst, dst_h, lse_dst, lse_h):
     """Warpgroup 1: the odd tiles' scores and softmax, value columns 256-511 of O, and the loads of the value
     columns 256-511 and the rope."""
-    rows_s: gl.constexpr = gl.SliceLayout(1, MMA_S)
-    rows_o: gl.constexpr = gl.SliceLayout(1, MMA_O)
     keys = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, MMA_S))
     m_ready0, m_ready1, p_ready0, p_ready1, p_free1 = (bars.index(0), bars.index(1), bars.index(2), bars.index(3),
                                                        bars.index(4))
-    l_i = gl.zeros([BLOCK_H], gl.float32, layout=rows_s)
+    l_i = gl.zeros([BLOCK_H], gl.float32, layout=ROWS_S)
     o = gl.zeros([BLOCK_H, HALF], gl.float32, layout=MMA_O)
     for k in range(0, n_pairs):
         phase = k & 1
@@ -164,8 +161,8 @@ def _wg1(ql_buf, qp_buf, kv_buf, pe_buf, ready, m_smem, scale0, scale1, l0, l1, 
         s = _scores(ql, qp, kv1, pe1, ready.index(2), ready.index(3), phase)
         s = gl.where(gl.expand_dims(n0 + keys < s1, 0), s * scale_log2, float("-inf"))
         hopper.mbarrier.wait(m_ready0, phase)  # WG0's max of this pair and its rescale
-        m_old = m_smem.load(rows_s)
-        alpha = scale0.load(rows_s)
+        m_old = m_smem.load(ROWS_S)
+        alpha = scale0.load(ROWS_S)
         m_new = gl.maximum(m_old, gl.max(s, axis=1))
         base = gl.where(m_new == float("-inf"), 0.0, m_new)
         beta = gl.exp2(m_old - base)
@@ -181,7 +178,7 @@ def _wg1(ql_buf, qp_buf, kv_buf, pe_buf, ready, m_smem, scale0, scale1, l0, l1, 
         hopper.fence_async_shared()
         _barrier()
         hopper.mbarrier.arrive(p_ready1)
-        o = o * gl.expand_dims(gl.convert_layout(alpha * beta, rows_o), 1)
+        o = o * gl.expand_dims(gl.convert_layout(alpha * beta, ROWS_O), 1)
         more = k + 1 < n_pairs
         # the other's P first: slot 0 (the next pair's first scores) is then free one P·V earlier
         hopper.mbarrier.wait(p_ready0, phase)
@@ -209,15 +206,14 @@ def _wg1(ql_buf, qp_buf, kv_buf, pe_buf, ready, m_smem, scale0, scale1, l0, l1, 
 def _finish(o, l_i, w: gl.constexpr, m_smem, l_mine, l_theirs, mine, theirs, n_pairs, dst, dst_h, lse_dst, lse_h):
     """Both warpgroups' row sums -> this warpgroup's value half of the normalized output at dst (and, from WG1, the
     log-sum-exp at lse_dst when a split's is wanted)."""
-    rows_o: gl.constexpr = gl.SliceLayout(1, MMA_O)
     l_mine.store(l_i)
     _barrier()
     hopper.mbarrier.arrive(mine)
     hopper.mbarrier.wait(theirs, 0)
     l_i = l_i + l_theirs.load(l_i.type.layout)
-    l_o = gl.convert_layout(l_i, rows_o)
+    l_o = gl.convert_layout(l_i, ROWS_O)
     o = gl.where(gl.expand_dims(l_o > 0, 1), o / gl.expand_dims(gl.where(l_o > 0, l_o, 1.0), 1), 0.0)
-    heads = gl.arange(0, BLOCK_H, layout=rows_o)
+    heads = gl.arange(0, BLOCK_H, layout=ROWS_O)
     c = w * HALF + gl.arange(0, HALF, layout=gl.SliceLayout(0, MMA_O))
     live = (n_pairs > 0) | (lse_h == 0)  # one split: always (zeros for a padding query); else only a used split
     gl.store(dst + gl.expand_dims(heads * dst_h, 1) + gl.expand_dims(c, 0), o.to(gl.bfloat16),
