@@ -59,12 +59,13 @@ def _load_rows(buf, row_ptr, row_s, r0, s1, c0: gl.constexpr, W: gl.constexpr, l
 
 
 @gluon.jit
-def _views(ql_buf, qp_buf, kv_buf, pe_buf, slot, n0):
-    """This pair's views of the query and of one tile slot. `z` is 0 but neither LLVM nor ptxas can tell, and it
+def _views(ql_buf, qp_buf, kv_buf, pe_buf, n0):
+    """This pair's views of the query and of both tile slots. `z` is 0 but neither LLVM nor ptxas can tell, and it
     changes with the tile: views of fixed buffers would let the compiler hoist all 36 + 36 wgmma descriptors of
     the score MMAs out of the loop and hold them in registers (spilling the accumulator)."""
     z = (n0 < 0).to(gl.int32)
-    return ql_buf.index(z), qp_buf.index(z), kv_buf.index(slot + z), pe_buf.index(slot + z)
+    return (ql_buf.index(z), qp_buf.index(z), kv_buf.index(z), pe_buf.index(z), kv_buf.index(1 + z),
+            pe_buf.index(1 + z))
 
 
 @gluon.jit
@@ -96,9 +97,7 @@ def _wg0(ql_buf, qp_buf, kv_buf, pe_buf, ready, m_smem, scale0, scale1, l0, l1, 
     for k in range(0, n_pairs):
         phase = k & 1
         n0 = s0 + 2 * k * BLOCK_N  # this warpgroup's tile
-        ql, qp, kv0, pe0 = _views(ql_buf, qp_buf, kv_buf, pe_buf, 0, n0)
-        kv1 = kv_buf.index(1 + (n0 < 0).to(gl.int32))
-        pe1 = pe_buf.index(1 + (n0 < 0).to(gl.int32))
+        ql, qp, kv0, pe0, kv1, pe1 = _views(ql_buf, qp_buf, kv_buf, pe_buf, n0)
         s = _scores(ql, qp, kv0, pe0, ready.index(0), ready.index(1), phase)
         s = gl.where(gl.expand_dims(n0 + keys < s1, 0), s * scale_log2, float("-inf"))
         m_old = m_smem.load(ROWS_S)
@@ -155,9 +154,7 @@ def _wg1(ql_buf, qp_buf, kv_buf, pe_buf, ready, m_smem, scale0, scale1, l0, l1, 
     for k in range(0, n_pairs):
         phase = k & 1
         n0 = s0 + (2 * k + 1) * BLOCK_N  # this warpgroup's tile
-        ql, qp, kv1, pe1 = _views(ql_buf, qp_buf, kv_buf, pe_buf, 1, n0)
-        kv0 = kv_buf.index((n0 < 0).to(gl.int32))
-        pe0 = pe_buf.index((n0 < 0).to(gl.int32))
+        ql, qp, kv0, pe0, kv1, pe1 = _views(ql_buf, qp_buf, kv_buf, pe_buf, n0)
         s = _scores(ql, qp, kv1, pe1, ready.index(2), ready.index(3), phase)
         s = gl.where(gl.expand_dims(n0 + keys < s1, 0), s * scale_log2, float("-inf"))
         hopper.mbarrier.wait(m_ready0, phase)  # WG0's max of this pair and its rescale
