@@ -9,13 +9,14 @@ cache).
 On GPU, calls replay CUDA graphs, one per (cache, mode, query bucket): decode (T = 1), and prefill with lengths
 on the host, padded to the next power of two (the padding tokens are `seq_lens` padding: they write nothing and
 their outputs are dropped), so a prefill costs one launch instead of a few hundred.
-Absorbed prefill with lengths on the host runs packed: only the rows' real tokens (padded to a bucket of 1/16
-octave) go through the projections, each token a batch row of one query over its own cache row (zoo_ref's same
-project / attend / output on the token rows; the attention pass reads the cache rows in place, no gathered copy).
+Absorbed prefill with lengths on the host runs packed when that saves tokens: only the rows' real tokens (padded to
+a bucket of 1/16 octave) go through the projections, each token a batch row of one query over its own cache row
+(zoo_ref's same project / attend / output on the token rows; the attention pass reads the cache rows in place, no
+gathered copy). The graph derives the layout from the lengths, so the host copies in x and the lengths as for a
+padded prefill and nothing more.
 """
 import weakref
 
-import numpy as np
 import torch
 
 from zoo_ref.deepseek.mla import MLA, MLACache, raise_for_flags, to_device, token_slots, value_flags
@@ -71,18 +72,30 @@ class CompiledMLA:
     def _naive_step(self, x, kv, pe, start_pos, seq_lens):
         return self._step(x, kv, pe, start_pos, seq_lens, "naive")
 
-    def _packed_step(self, x, kv, pe, tokens):
-        """x [1, N, dim]: a prompt's real tokens packed; tokens [3, N]: each one's cache row, slot, and 1 (0 for the
-        bucket's padding). Each token is a batch row of one query: zoo_ref's project, attend and output on those
-        rows, over kv / pe gathered by row (index_select: the attention pass makes the kernel read the rows in
-        place instead)."""
-        mla = self.mla
-        rows, slots, valid = tokens.unbind(0)
-        q_nope, q_pe, latent, k_pe = (y.transpose(0, 1) for y in mla.project(x, slots[None]))  # [N, 1, ...]
-        torch.ops.zoo.mla_cache_write_(kv, pe, latent, k_pe, slots, valid, rows)
-        mask = torch.ops.zoo.mla_mask(slots, valid, 1, kv.shape[1])
+    def _packed_step(self, x, kv, pe, lengths, token_ids):
+        """x [B, T, dim], lengths [2, B] (start_pos, seq_lens), token_ids [N] = arange(N), N >= sum(seq_lens): the
+        rows' real tokens packed into N (padded to a bucket), each a batch row of one query. zoo_ref's project,
+        attend and output on those rows, over kv / pe gathered by row (index_select: the attention pass makes the
+        kernel read the rows in place instead); y [B, T, dim] with zeros at the padding, as the reference. The
+        layout is computed here, in the graph, from the lengths: the host only copies them in."""
+        mla, (b, t, dim) = self.mla, x.shape
+        start_pos, seq_lens = lengths.unbind(0)
+        firsts = seq_lens.cumsum(0) - seq_lens  # [B]: each row's first packed token
+        rows = (token_ids[:, None] >= firsts[None, :] + seq_lens[None, :]).sum(1)  # [N]; B for the bucket's padding
+        valid = rows < b
+        rows = torch.where(valid, rows, 0)
+        offsets = torch.where(valid, token_ids - firsts[rows], 0)  # padding: row 0, slot start_pos[0], writes nothing
+        slots = start_pos[rows] + offsets
+        x_packed = x.reshape(b * t, dim).index_select(0, rows * t + offsets)[None]  # [1, N, dim]
+        q_nope, q_pe, latent, k_pe = (y.transpose(0, 1) for y in mla.project(x_packed, slots[None]))  # [N, 1, ...]
+        torch.ops.zoo.mla_cache_write_(kv, pe, latent, k_pe, slots, valid.long(), rows)
+        mask = torch.ops.zoo.mla_mask(slots, valid.long(), 1, kv.shape[1])
         out = mla.attend(q_nope, q_pe, kv.index_select(0, rows), pe.index_select(0, rows), mask, "absorb")
-        return mla.output(out.transpose(0, 1), valid[None] > 0)
+        y = mla.output(out.transpose(0, 1), valid[None])[0]  # [N, dim]
+        places = torch.arange(t, device=x.device)  # y's place (row, j) holds packed token firsts[row] + j
+        kept = places[None, :] < seq_lens[:, None]  # [B, T]
+        back = torch.where(kept, firsts[:, None] + places[None, :], 0)
+        return torch.where(kept[..., None], y.index_select(0, back.flatten()).view(b, t, dim), 0)
 
     def _register_patterns(self):
         c = self.config
@@ -93,9 +106,8 @@ class CompiledMLA:
                 zero = torch.zeros(b, dtype=torch.long, device=self.device)
                 for mode in ("absorb", "naive"):
                     self._step(x, cache.kv, cache.pe, zero, zero + t, mode)
-                tokens = torch.stack([torch.arange(b * t, device=self.device) % b, zero.new_zeros(b * t),
-                                      zero.new_ones(b * t)])
-                self._packed_step(x.view(1, b * t, -1), cache.kv, cache.pe, tokens)
+                self._packed_step(x, cache.kv, cache.pe, torch.stack([zero, zero + t]),
+                                  torch.arange(16, device=self.device))
 
     @torch.no_grad()
     def __call__(self, x, cache: MLACache, start_pos, seq_lens=None, mode="absorb"):
@@ -104,21 +116,21 @@ class CompiledMLA:
         seq_lens = self.mla.default_lengths(x, cache, start_pos, seq_lens, mode)
         b, t = x.shape[:2]
         on_host = start_pos.device != x.device
-        # the host builds the packing; the attention pass turns its row gather into the kernel's row index
+        # the host knows the packed token count; the attention pass turns the row gather into the kernel's row index
         packed = self.pack_prompts and mode == "absorb" and t > 1 and start_pos.device.type == "cpu"
         if on_host or packed:  # values checked here, free on the host
             self.mla.check_inputs(x, cache, start_pos, seq_lens)
         else:  # values checked by the step itself (flags), read once it has run
             self.mla.check_shapes(x, cache, start_pos, seq_lens)
         self.packed.check()
-        packing = self._packing(x, start_pos, seq_lens) if packed else None
-        if packing is not None:
-            return self._packed_prefill(x, cache, *packing)
         lengths = torch.stack([start_pos, seq_lens])  # [2, B]: start_pos, seq_lens, where the caller has them
-        step = self._steps[(mode, "decode" if t == 1 else "prefill")]
         bucket = 1 if t == 1 else length_bucket(t)
+        tokens = packed_bucket(max(1, sum(seq_lens.tolist()))) if packed else None
+        if tokens is not None and tokens < b * bucket:  # packing saves tokens
+            return self._packed_prefill(x, cache, lengths, tokens)
+        step = self._steps[(mode, "decode" if t == 1 else "prefill")]
         if self.cuda_graphs and (t == 1 or (on_host and bucket <= GRAPH_MAX_T)):
-            y, flags = self._replay(step, x, cache, lengths, (mode, bucket))
+            y, flags = self._replay(step, x, cache, lengths, (mode, bucket), bucket)
             y = y.clone() if t == bucket else y[:, :t].clone()
         else:
             if t > 1:
@@ -129,52 +141,19 @@ class CompiledMLA:
             raise_for_flags(flags.tolist(), t, cache.max_len, start_pos, seq_lens)
         return y
 
-    def _packing(self, x, start_pos, seq_lens):
-        """The packed layout of a prompt with lengths on the host, or None when packing saves no tokens (every row
-        full): (bucket, meta [4 * bucket + B * T] long: each packed token's cache row, slot, 1 (0 for the bucket's
-        padding) and place in x; then each place of y's packed token, or a padding token, whose output is 0).
-        Built in numpy: a dozen eager torch ops on small CPU tensors cost ~0.3 ms of host time."""
+    def _packed_prefill(self, x, cache, lengths, tokens):
+        """The prompt's real tokens packed into `tokens` (see _packed_step): with CUDA graphs, one graph per (tokens,
+        x's length bucket, cache), inputs copied in as the padded prefill's."""
         b, t = x.shape[:2]
-        lens, starts = seq_lens.numpy(), start_pos.numpy()
-        n = int(lens.sum())
-        pad = int(b * t > n)  # y has padding places: one padding token gives their zeros
-        bucket = packed_bucket(n + pad)
-        if bucket >= b * length_bucket(t):
-            return None
-        rows = np.repeat(np.arange(b), lens)
-        offsets = np.arange(n) - np.repeat(np.cumsum(lens) - lens, lens)
-        meta = np.zeros(4 * bucket + b * t, dtype=np.int64)
-        meta[:n], meta[bucket:bucket + n], meta[2 * bucket:2 * bucket + n] = rows, starts[rows] + offsets, 1
-        meta[3 * bucket:3 * bucket + n] = rows * t + offsets
-        back = meta[4 * bucket:]
-        back[:] = n
-        back[rows * t + offsets] = np.arange(n)
-        return bucket, torch.from_numpy(meta)
-
-    def _packed_prefill(self, x, cache, bucket, meta):
-        """A prompt's real tokens packed (see _packed_step and _packing); y [B, T, dim] with zeros at the padding, as
-        the reference."""
-        b, t, dim = x.shape
-        meta = to_device(meta, x.device)
-        tokens, src, back = meta[:3 * bucket].view(3, bucket), meta[3 * bucket:4 * bucket], meta[4 * bucket:]
         step = self._steps[("absorb", "packed")]
+        bucket = length_bucket(t)
         if self.cuda_graphs and bucket <= GRAPH_MAX_T:
-            def make():
-                buffers = StaticBuffers(x=x.new_zeros(1, bucket, dim), tokens=tokens)
-                torch._dynamo.mark_dynamic(buffers.x, 1)  # one compiled graph for every bucket
-                torch._dynamo.mark_dynamic(buffers.tokens, 1)
-                return buffers
-            key = ("absorb", ("packed", bucket), self._cache_key(cache))
-            static = self._static(key, cache, make)
-            torch.index_select(x.reshape(b * t, dim), 0, src, out=static.x[0])
-            static.tokens.copy_(tokens)
-            y = self.graphs.run(key, step, static.x, cache.kv, cache.pe, static.tokens, state=static)
-        else:
-            x_packed = x.reshape(b * t, dim).index_select(0, src)[None]
-            torch._dynamo.mark_dynamic(x_packed, 1)
-            torch._dynamo.mark_dynamic(tokens, 1)
-            y = step(x_packed, cache.kv, cache.pe, tokens)
-        return y[0].index_select(0, back).view(b, t, dim)
+            y = self._replay(step, x, cache, lengths, ("absorb", ("packed", tokens, bucket)), bucket, tokens)
+            return y.clone() if t == bucket else y[:, :t].clone()
+        torch._dynamo.mark_dynamic(x, 1)
+        token_ids = torch.arange(tokens, device=x.device)
+        torch._dynamo.mark_dynamic(token_ids, 0)
+        return step(x, cache.kv, cache.pe, to_device(lengths, x.device), token_ids)
 
     @staticmethod
     def _cache_key(cache):
@@ -197,32 +176,34 @@ class CompiledMLA:
             static = self._inputs[key] = make()
         return static
 
-    def _replay(self, step, x, cache, lengths, graph):
-        """The step's CUDA graph for `graph` = (mode, query bucket) and this cache, inputs copied in: x padded to the
-        bucket with zeros (seq_lens, checked against the real T, leaves the padding tokens out of the cache and the
-        attention), the lengths straight from where they are (a host copy from pinned memory, no device read)."""
-        b, bucket = x.shape[0], graph[1]
+    def _replay(self, step, x, cache, lengths, graph, bucket, tokens=None):
+        """The step's CUDA graph for `graph` (mode and shape key) and this cache, inputs copied in: x padded to
+        `bucket` tokens with zeros (seq_lens, checked against the real T, leaves the padding tokens out of the cache
+        and the attention), the lengths straight from where they are (an asynchronous host copy, no device
+        read); `tokens`: the packed step's token count (its token_ids, made once)."""
+        b = x.shape[0]
 
         def make():  # held as plain tensors: a module's attribute lookups and two row views cost host time per call
             buffers = StaticBuffers(x=x.new_zeros(b, bucket, x.shape[2]),
                                     lengths=lengths.new_zeros(2, b, device=x.device))
             if bucket > 1:
                 torch._dynamo.mark_dynamic(buffers.x, 1)  # one prefill graph for every bucket
-            return buffers, buffers.x, buffers.lengths, *buffers.lengths.unbind(0)
-        kv, pe = cache.kv, cache.pe
+            if tokens is None:  # the step takes start_pos, seq_lens
+                return buffers, buffers.x, buffers.lengths, buffers.lengths.unbind(0)
+            buffers.register_buffer("token_ids", torch.arange(tokens, device=x.device), persistent=False)
+            torch._dynamo.mark_dynamic(buffers.token_ids, 0)  # one packed graph for every token count
+            return buffers, buffers.x, buffers.lengths, (buffers.lengths, buffers.token_ids)
         key = (*graph, self._cache_key(cache))
-        static = self._static(key, cache, make)
-        buffers, x_in, lengths_in, start_in, lens_in = static
+        buffers, x_in, lengths_in, args = self._static(key, cache, make)
         t = x.shape[1]
         if t == x_in.shape[1]:
             x_in.copy_(x)
         else:
             x_in[:, :t].copy_(x)
-            x_in[:, t:].zero_()
-        if lengths.device.type == "cpu" and lengths_in.is_cuda:  # torch's host allocator keeps it until copied
-            lengths = lengths.pin_memory()
-        lengths_in.copy_(lengths, non_blocking=True)
-        return self.graphs.run(key, step, x_in, kv, pe, start_in, lens_in, state=buffers)
+            if tokens is None:  # the packed step never reads past t
+                x_in[:, t:].zero_()
+        lengths_in.copy_(lengths, non_blocking=True)  # from pageable memory: staged by the driver, no device wait
+        return self.graphs.run(key, step, x_in, cache.kv, cache.pe, *args, state=buffers)
 
     forward = __call__
 
