@@ -53,7 +53,7 @@ def _merge_kernel(o_ptr, lse_ptr, active_ptr, out_ptr, T, H, n_splits, width, ou
                   USE_PDL: tl.constexpr):
     """One program per (query, head, BLOCK_D output columns): softmax(lse)-weighted sum of the splits' outputs, in
     the output dtype. Splits are folded CHUNK at a time (online rescaling; CHUNK covers every split in one pass up
-    to 64 of them, so a program waits for memory once); with HAS_ACTIVE only the first active[query] splits are
+    to 64 of them, 128 when the grid splits columns, so a program waits for memory once); with HAS_ACTIVE only the first active[query] splits are
     read (the window kernels store nothing in the others), else all n_splits. Columns split over the grid so
     that a batch-1 query with 128 heads of 512 still spreads over the whole GPU."""
     wait_for_inputs(USE_PDL)
@@ -88,8 +88,14 @@ def merge_splits_into(out, o, lse, t, active=None):
     strides (width = out.shape[-1]), written in out's dtype. active: int32 [B*T] splits to read per query (None:
     all). One launch instead of a dozen torch ops."""
     q, h, n_splits, bd = o.shape
-    # columns over the grid only when (query, head) programs are few (batch-1 MLA: 128 of them); else whole rows
-    block_d, chunk = (bd if q * h >= 1024 else min(bd, 128)), min(64, triton.next_power_of_2(n_splits))
+    # columns over the grid only when (query, head) programs are few (batch-1 MLA: 128 of them; there up to 128
+    # splits in one pass, 64 columns a program: H200, B=1 at 32768 history, 66 splits: two passes took 15 us);
+    # else whole rows
+    if q * h >= 1024:
+        block_d, chunk = bd, min(64, triton.next_power_of_2(n_splits))
+    else:
+        chunk = min(128, triton.next_power_of_2(n_splits))
+        block_d = min(bd, 128, 8192 // chunk)
     _merge_kernel[(q, h, cdiv(out.shape[-1], block_d))](
         o, lse, lse if active is None else active, out, t, h, n_splits, out.shape[-1], out.stride(0), out.stride(1),
         out.stride(2), HAS_ACTIVE=active is not None, BD=bd, BLOCK_D=block_d, CHUNK=chunk,
