@@ -53,9 +53,9 @@ def _merge_kernel(o_ptr, lse_ptr, active_ptr, out_ptr, T, H, n_splits, width, ou
                   USE_PDL: tl.constexpr):
     """One program per (query, head, BLOCK_D output columns): softmax(lse)-weighted sum of the splits' outputs, in
     the output dtype. Splits are folded CHUNK at a time (online rescaling; CHUNK covers every split in one pass up
-    to 64 of them, 128 when the grid splits columns, so a program waits for memory once); with HAS_ACTIVE only the first active[query] splits are
-    read (the window kernels store nothing in the others), else all n_splits. Columns split over the grid so
-    that a batch-1 query with 128 heads of 512 still spreads over the whole GPU."""
+    to 64 of them, 128 when the grid splits columns, so a program waits for memory once); with HAS_ACTIVE only the
+    first active[query] splits are read (the window kernels store nothing in the others), else all n_splits.
+    Columns split over the grid so that a batch-1 query with 128 heads of 512 still spreads over the whole GPU."""
     wait_for_inputs(USE_PDL)
     q = tl.program_id(0)
     h = tl.program_id(1)
