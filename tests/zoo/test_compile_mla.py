@@ -162,14 +162,20 @@ def test_a_second_mla_config_in_the_same_process(models):
     assert all(n == 1 for n in zoo.explain(other_compiled).graphs.values())
 
 
+def caches_with_nan_past(mla, batch, slot):
+    """Two equal caches (zoo's, the reference's) with NaN in every row's slots from `slot` on."""
+    caches = mla.new_cache(batch, MAX_LEN), mla.new_cache(batch, MAX_LEN)
+    for c in caches:
+        c.kv[:, slot:] = float("nan")
+        c.pe[:, slot:] = float("nan")
+    return caches
+
+
 @pytest.mark.parametrize("mode", ["absorb", "naive"])
 def test_nan_in_slots_beyond_the_call_is_never_read(models, mode):
     """A user's cache with NaN past every row's range: the reference never reads those slots; neither may zoo."""
     mla, compiled = models
-    cache, ref_cache = mla.new_cache(2, MAX_LEN), mla.new_cache(2, MAX_LEN)
-    for c in (cache, ref_cache):
-        c.kv[:, 10:] = float("nan")
-        c.pe[:, 10:] = float("nan")
+    cache, ref_cache = caches_with_nan_past(mla, 2, 10)
     x = torch.rand(2, 3, 64, generator=torch.Generator().manual_seed(7)).to(DEVICE)
     start, lens = torch.tensor([4, 0]), torch.tensor([3, 2])
     with torch.no_grad():
@@ -188,10 +194,7 @@ def test_packed_prompt_reads_its_cache_rows_in_place(models):
     out), each a batch row of one query over its own cache row. Same output and cache as the reference, NaN past
     every row never read, and the attention reads the cache rows in place (no gathered copy, no mask)."""
     mla, compiled = models
-    cache, ref_cache = mla.new_cache(3, MAX_LEN), mla.new_cache(3, MAX_LEN)
-    for c in (cache, ref_cache):
-        c.kv[:, 20:] = float("nan")
-        c.pe[:, 20:] = float("nan")
+    cache, ref_cache = caches_with_nan_past(mla, 3, 20)
     x = torch.rand(3, 6, 64, generator=torch.Generator().manual_seed(3)).to(DEVICE)
     start, lens = torch.tensor([9, 0, 14]), torch.tensor([6, 0, 4])
     with torch.no_grad():
