@@ -127,7 +127,7 @@ class CompiledMLA:
         bucket = 1 if t == 1 else length_bucket(t)
         tokens = packed_bucket(max(1, sum(seq_lens.tolist()))) if packed else None
         if tokens is not None and tokens < b * bucket:  # packing saves tokens
-            return self._packed_prefill(x, cache, lengths, tokens)
+            return self._packed_prefill(x, cache, lengths, tokens, bucket)
         step = self._steps[(mode, "decode" if t == 1 else "prefill")]
         if self.cuda_graphs and (t == 1 or (on_host and bucket <= GRAPH_MAX_T)):
             y, flags = self._replay(step, x, cache, lengths, (mode, bucket), bucket)
@@ -141,12 +141,11 @@ class CompiledMLA:
             raise_for_flags(flags.tolist(), t, cache.max_len, start_pos, seq_lens)
         return y
 
-    def _packed_prefill(self, x, cache, lengths, tokens):
+    def _packed_prefill(self, x, cache, lengths, tokens, bucket):
         """The prompt's real tokens packed into `tokens` (see _packed_step): with CUDA graphs, one graph per (tokens,
         x's length bucket, cache), inputs copied in as the padded prefill's."""
-        b, t = x.shape[:2]
+        t = x.shape[1]
         step = self._steps[("absorb", "packed")]
-        bucket = length_bucket(t)
         if self.cuda_graphs and bucket <= GRAPH_MAX_T:
             y = self._replay(step, x, cache, lengths, ("absorb", ("packed", tokens, bucket)), bucket, tokens)
             return y.clone() if t == bucket else y[:, :t].clone()
