@@ -91,7 +91,7 @@ class CompiledMLA:
         torch.ops.zoo.mla_cache_write_(kv, pe, latent, k_pe, slots, valid.long(), rows)
         mask = torch.ops.zoo.mla_mask(slots, valid.long(), 1, kv.shape[1])
         out = mla.attend(q_nope, q_pe, kv.index_select(0, rows), pe.index_select(0, rows), mask, "absorb")
-        y = mla.output(out.transpose(0, 1), valid[None])[0]  # [N, dim]
+        y = mla.output(out, valid[:, None])[:, 0]  # [N, dim]
         places = torch.arange(t, device=x.device)  # y's place (row, j) holds packed token firsts[row] + j
         kept = places[None, :] < seq_lens[:, None]  # [B, T]
         back = torch.where(kept, firsts[:, None] + places[None, :], 0)

@@ -368,6 +368,28 @@ def test_linear_gelu_epilogue_is_the_tanh_gelu(dtype):
     torch.testing.assert_close(got.float(), want, rtol=tol, atol=tol)
 
 
+@pytest.mark.skipif(DEVICE != "cuda", reason="off CUDA the op's body is the reference itself")
+@settings(max_examples=10, deadline=None)
+@given(b=st.integers(1, 3), t=st.integers(1, 5), h=st.sampled_from([1, 4, 128]),
+       dtype=st.sampled_from(["fp32", "bf16"]), permuted=st.booleans(), seed=st.integers(0, 999))
+def test_mla_absorb_values_writes_o_projs_layout(b, t, h, dtype, permuted, seed):
+    """zoo::mla_absorb_values on CUDA (a strided-batched GEMM straight into [B, T, H * V]) == zoo_ref's
+    absorb_values then the reshape, with w_uv a slice of kv_b's weight as the model passes it and o_lat contiguous
+    (the attention op's output) or a permuted view (eager latent_attention's)."""
+    from zoo_ref.deepseek.mla import absorb_values
+    g = torch.Generator().manual_seed(seed)
+    dt = torch.float32 if dtype == "fp32" else torch.bfloat16
+    o_lat = _rand(b, t, h, 32, g=g).to(dt)
+    if permuted:
+        o_lat = _rand(h, b, t, 32, g=g).to(dt).permute(1, 2, 0, 3)
+    w_uv = (_rand(h, 16 + 24, 32, g=g) / 4).to(dt)[:, 16:]  # [H, V, C]: kv_b's value rows
+    want = absorb_values(o_lat.float(), w_uv.float()).reshape(b, t, -1)
+    got = torch.ops.zoo.mla_absorb_values(o_lat, w_uv)
+    assert got.shape == want.shape and got.is_contiguous()
+    tol = 1e-4 if dtype == "fp32" else 2e-2
+    torch.testing.assert_close(got.float(), want, rtol=tol, atol=tol)
+
+
 @pytest.mark.parametrize("norm", [False, True])
 def test_rope_kernels_fall_back_to_torch_for_layouts_they_do_not_take(norm):
     """q and k whose head dim is not unit-stride: the wrappers compute the same thing in torch (no launch)."""

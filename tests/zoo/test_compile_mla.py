@@ -81,6 +81,8 @@ def test_sites_replaced_and_no_recompiles_in_decode(models):
         assert (counts["attention_window"], counts["masks_built"]) == ((0, 1) if "naive" in name else (1, 0)), \
             (name, counts)
         assert counts["linears"] == 1, (name, counts)  # q_a_proj + kv_a_proj_with_mqa: one mm
+        # absorbed: W_UV writes o_proj's layout itself (naive has no W_UV)
+        assert counts["absorb_values"] == ("naive" not in name), (name, counts)
 
 
 @pytest.mark.parametrize("lengths_on", ["cpu", DEVICE.type])
@@ -208,6 +210,7 @@ def test_packed_prompt_reads_its_cache_rows_in_place(models):
     torch.testing.assert_close(cache.kv, ref_cache.kv, rtol=1e-5, atol=1e-6, equal_nan=True)
     counts = dict(zoo.explain(compiled).per_graph)["mla[absorb, packed]"]
     assert (counts["attention_window"], counts["attention_rows"], counts["masks_built"]) == (1, 1, 0), counts
+    assert counts["absorb_values"] == 1, counts
 
 
 def test_no_packing_without_the_attention_pass(models):

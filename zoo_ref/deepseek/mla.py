@@ -44,6 +44,12 @@ def latent_attention(q_lat, q_pe, kv, pe, mask, scale: float):
     return torch.einsum("bhts,bsc->bthc", probs, kv)  # a query that sees no key gives zeros
 
 
+def absorb_values(o_lat, w_uv):
+    """W_UV absorbed: each head's latent output [B, T, H, C] through its value projection w_uv [H, V, C] ->
+    [B, T, H, V]."""
+    return torch.einsum("bthc,hvc->bthv", o_lat, w_uv)
+
+
 class MLA(nn.Module):
     # linears that read x, run as one mm by zoo.compile (the q_proj group when q_lora_rank is None)
     packed_groups = (("q_a_proj", "kv_a_proj_with_mqa"), ("q_proj", "kv_a_proj_with_mqa"))
@@ -197,7 +203,7 @@ class MLA(nn.Module):
             return out.transpose(1, 2)
         q_lat = torch.einsum("bthn,hnc->bthc", q_nope, wkv_b[:, :c.qk_nope_head_dim])  # W_UK absorbed
         o_lat = latent_attention(q_lat, q_pe, kv, pe, mask, self.scale)  # [B, T, H, C]
-        return torch.einsum("bthc,hvc->bthv", o_lat, wkv_b[:, c.qk_nope_head_dim:])  # W_UV absorbed
+        return absorb_values(o_lat, wkv_b[:, c.qk_nope_head_dim:])
 
     def output(self, out, valid):
         """o_proj; padding tokens give zeros. out: [B, T, H, V], valid: bool [B, T]."""
