@@ -4,7 +4,9 @@ The compiled MLA builds the reference's mask through `zoo::mla_mask(start_pos, s
 `attention_mask(token_slots(...))` over the static cache). The attention pass turns zoo_ref's `latent_attention`
 into `zoo::mla_latent_attention`; `windows.attend_by_window` then rewrites that over an `mla_mask` into
 `zoo::mla_window_attention`, which takes the lengths themselves: no [B, 1, T, S] mask is built, and on CUDA the
-Triton kernel (kernels/mla_latent.py) reads only each query's visible slots.
+kernel (kernels/mla_latent_ws.py in bf16 on Hopper, kernels/mla_latent.py otherwise) reads only each query's
+visible slots. The absorbed attention's value projection (zoo_ref's `absorb_values`) with the reshape o_proj reads
+it through becomes `zoo::mla_absorb_values`, which writes that layout itself.
 """
 from typing import Optional
 
