@@ -138,7 +138,9 @@ def _wg0(ql_buf, qp_buf, kv_buf, pe_buf, ready, m_smem, scale0, scale1, l0, l1, 
         if more:  # slot 1's value columns 0-255: WG1's scores and both P·V are done with them
             _load_rows(kv1.slice(0, HALF, dim=1), kv_row, kv_s, n0 + 3 * BLOCK_N, s1, 0, HALF, LD)
             async_copy.mbarrier_arrive(ready.index(2), increment_count=False)
-    _finish(o, l_i, 0, m_smem, l0, l1, bars.index(5), bars.index(6), n_pairs, dst, dst_h, lse_dst, lse_h)
+    # value columns 0-255 of slot 0: read by this warpgroup alone (its scores and P0 @ V), all done
+    _finish(o, l_i, 0, m_smem, l0, l1, bars.index(5), bars.index(6), kv_buf.index(0).slice(0, HALF, dim=1), n_pairs,
+            dst, dst_h, lse_dst, lse_h)
 
 
 @gluon.jit
@@ -196,24 +198,31 @@ def _wg1(ql_buf, qp_buf, kv_buf, pe_buf, ready, m_smem, scale0, scale1, l0, l1, 
         if more:
             _load_rows(pe1, pe_row, pe_s, n0 + 2 * BLOCK_N, s1, 0, R, LD_PE)
             async_copy.mbarrier_arrive(ready.index(3), increment_count=False)
-    _finish(o, l_i, 1, m_smem, l1, l0, bars.index(6), bars.index(5), n_pairs, dst, dst_h, lse_dst, lse_h)
+    # value columns 256-511 of slot 1: read by this warpgroup alone (its scores and P1 @ V), all done
+    _finish(o, l_i, 1, m_smem, l1, l0, bars.index(6), bars.index(5), kv_buf.index(1).slice(HALF, HALF, dim=1),
+            n_pairs, dst, dst_h, lse_dst, lse_h)
 
 
 @gluon.jit
-def _finish(o, l_i, w: gl.constexpr, m_smem, l_mine, l_theirs, mine, theirs, n_pairs, dst, dst_h, lse_dst, lse_h):
+def _finish(o, l_i, w: gl.constexpr, m_smem, l_mine, l_theirs, mine, theirs, o_smem, n_pairs, dst, dst_h, lse_dst,
+            lse_h):
     """Both warpgroups' row sums -> this warpgroup's value half of the normalized output at dst (and, from WG1, the
-    log-sum-exp at lse_dst when a split's is wanted)."""
+    log-sum-exp at lse_dst when a split's is wanted). The half goes through o_smem (a [64, 256] part of a tile
+    slot that only this warpgroup read) so that each warp stores whole 512-byte rows in 16-byte vectors: stored
+    from the MMA layout, a warp's store covers 8 rows x 16 bytes, and with a division per element the epilogue
+    took 5-6 us of a program (H200 probe, thirteenth session)."""
     l_mine.store(l_i)
     _barrier()
     hopper.mbarrier.arrive(mine)
     hopper.mbarrier.wait(theirs, 0)
     l_i = l_i + l_theirs.load(l_i.type.layout)
-    l_o = gl.convert_layout(l_i, ROWS_O)
-    o = gl.where(gl.expand_dims(l_o > 0, 1), o / gl.expand_dims(gl.where(l_o > 0, l_o, 1.0), 1), 0.0)
-    heads = gl.arange(0, BLOCK_H, layout=ROWS_O)
-    c = w * HALF + gl.arange(0, HALF, layout=gl.SliceLayout(0, MMA_O))
+    inv = gl.convert_layout(gl.where(l_i > 0, 1.0 / gl.where(l_i > 0, l_i, 1.0), 0.0), ROWS_O)  # per row, once
+    o_smem.store(gl.where(gl.expand_dims(inv > 0, 1), o * gl.expand_dims(inv, 1), 0.0).to(gl.bfloat16))
+    _barrier()
+    heads = gl.arange(0, BLOCK_H, layout=gl.SliceLayout(1, LD))
+    c = w * HALF + gl.arange(0, HALF, layout=gl.SliceLayout(0, LD))
     live = (n_pairs > 0) | (lse_h == 0)  # one split: always (zeros for a padding query); else only a used split
-    gl.store(dst + gl.expand_dims(heads * dst_h, 1) + gl.expand_dims(c, 0), o.to(gl.bfloat16),
+    gl.store(dst + gl.expand_dims(heads * dst_h, 1) + gl.expand_dims(c, 0), o_smem.load(LD),
              mask=gl.expand_dims(heads < gl.where(live, BLOCK_H, 0), 1))
     if w == 1:
         if lse_h > 0:  # natural log: splitk's merge reads it
@@ -305,5 +314,7 @@ def _mla_ws_kernel(ql_ptr, qp_ptr, kv_ptr, pe_ptr, start_ptr, lens_ptr, rows_ptr
         lse_h = n_splits
     args = (ql_buf, qp_buf, kv_buf, pe_buf, ready, m_smem, scale0, scale1, l0, l1, bars, kv_row, pe_row, kv_s, pe_s,
             s0, s1, n_pairs, scale_log2, dst, dst_h, lse_dst, lse_h)
-    gl.warp_specialize([(_wg0, args), (_wg1, args)], [4], [248])  # 256 + 248 regs: no spills
+    # 256 + 248 registers; WG0 spills 72 bytes of loop invariants since the staged epilogue (sm90_aot.py), which
+    # measured no slower at B = 64 / 128 (thirteenth session)
+    gl.warp_specialize([(_wg0, args), (_wg1, args)], [4], [248])
 
