@@ -83,10 +83,11 @@ def _merge_kernel(o_ptr, lse_ptr, active_ptr, out_ptr, T, H, n_splits, width, ou
              mask=d < width)
 
 
-def merge_splits_into(out, o, lse, t, active=None):
+def merge_splits_into(out, o, lse, t, active=None, num_warps=None):
     """The Triton merge: o [B*T, H, splits, BD], lse [B*T, H, splits] -> out, a [B, T, H, width] view of any
     strides (width = out.shape[-1]), written in out's dtype. active: int32 [B*T] splits to read per query (None:
-    all). One launch instead of a dozen torch ops."""
+    all). One launch instead of a dozen torch ops. num_warps: the caller's measured choice (default: 4 for tiles
+    of 8192 elements and more, else 2)."""
     q, h, n_splits, bd = o.shape
     # columns over the grid only when (query, head) programs are few (batch-1 MLA: 128 of them; there up to 128
     # splits in one pass, 64 columns a program: H200, B=1 at 32768 history, 66 splits: two passes took 15 us);
@@ -99,5 +100,5 @@ def merge_splits_into(out, o, lse, t, active=None):
     _merge_kernel[(q, h, cdiv(out.shape[-1], block_d))](
         o, lse, lse if active is None else active, out, t, h, n_splits, out.shape[-1], out.stride(0), out.stride(1),
         out.stride(2), HAS_ACTIVE=active is not None, BD=bd, BLOCK_D=block_d, CHUNK=chunk,
-        num_warps=4 if chunk * block_d >= 8192 else 2, **pdl_launch(o))
+        num_warps=num_warps or (4 if chunk * block_d >= 8192 else 2), **pdl_launch(o))
     return out
