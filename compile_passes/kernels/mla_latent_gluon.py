@@ -2,12 +2,10 @@
 FlashMLA's warp-specialized schedule) serves, and its launch. mla_latent.py's Triton kernel serves the rest (fp32,
 other widths and head counts, other GPUs, the interpreter), and everything with ZOO_MLA_GLUON=0.
 """
-import os
-import warnings
-
 import torch
 
-from .pdl import capability, pdl_launch
+from .gluon_switch import GluonSwitch
+from .pdl import pdl_launch
 from .splitk import _sms, cdiv, merge_splits_into
 
 try:  # Gluon ships with Triton >= 3.4 (its API moves between releases: turn_off below covers compile errors)
@@ -16,33 +14,23 @@ except (ImportError, AttributeError):  # pragma: no cover - older Triton: mla_la
     gluon = None
     BLOCK_H = BLOCK_N = C = R = None
 
-_failed = []  # the compile error that turned this kernel off in this process, if any
-
-
-def turn_off(error: Exception):
-    """This Triton's Gluon does not compile the kernel (its API moves between releases): say so once and let
-    mla_latent.py serve every shape."""
-    if not _failed:
-        warnings.warn(f"zoo: the Gluon MLA decode kernel does not compile with Triton here ({type(error).__name__}: "
-                      f"{str(error).splitlines()[0][:200]}); the Triton kernel (mla_latent.py) runs instead")
-    _failed.append(error)
+SWITCH = GluonSwitch("the Gluon MLA decode kernel", "ZOO_MLA_GLUON", "the Triton kernel (mla_latent.py)")
+turn_off = SWITCH.turn_off
 
 
 def gluon_fits(q_lat, q_pe, kv, pe) -> bool:
     """Whether mla_latent_gluon serves this call: bf16 at 512 + 64 wide, heads a multiple of 64, unit strides
     inside rows, 16-byte aligned rows, on Hopper."""
-    if gluon is None or _failed or not q_lat.is_cuda or os.environ.get("ZOO_MLA_GLUON", "1") == "0" \
-            or os.environ.get("TRITON_INTERPRET", "0") == "1":  # the interpreter runs no Gluon
+    if gluon is None or not SWITCH.on(q_lat):
         return False
     h, c = q_lat.shape[2:]
     if c != C.value or q_pe.shape[-1] != R.value or h % BLOCK_H.value or q_lat.dtype != torch.bfloat16:
         return False
     if any(x.dtype != torch.bfloat16 or x.stride(-1) != 1 for x in (q_pe, kv, pe)):
         return False
-    if any(x.data_ptr() % 16 or any(st % 8 and n > 1 for st, n in zip(x.stride()[:-1], x.shape[:-1]))
-           for x in (q_lat, q_pe, kv, pe)):  # every row starts on a 16-byte cp.async vector
-        return False
-    return capability(q_lat)[0] == 9  # wgmma: sm90 only
+    # every row starts on a 16-byte cp.async vector
+    return not any(x.data_ptr() % 16 or any(st % 8 and n > 1 for st, n in zip(x.stride()[:-1], x.shape[:-1]))
+                   for x in (q_lat, q_pe, kv, pe))
 
 
 def split_count(s: int, programs: int, device) -> int:

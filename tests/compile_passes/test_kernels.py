@@ -18,6 +18,7 @@ from compile_passes.kernels.gqa_decode import gqa_window_decode_triton  # noqa: 
 from compile_passes.kernels.mla_latent import mla_latent_triton  # noqa: E402
 from compile_passes.kernels.mla_latent_gluon import gluon_fits, mla_latent_gluon  # noqa: E402
 from compile_passes.kernels.rope import rope_cache_triton, rope_pair_triton, rope_triton  # noqa: E402
+from compile_passes.kernels.segment_gluon import segment_attention_gluon, segment_gluon_fits  # noqa: E402
 from zoo_ref.decoder import sliding_mask, window_mask  # noqa: E402
 from zoo_ref.deepseek.mla import attention_mask, latent_attention, token_slots  # noqa: E402
 from zoo_ref.layers import attention, rms_norm, rotate  # noqa: E402
@@ -253,13 +254,14 @@ def test_gqa_window_decode_matches_zoo_ref_attention(b, t, hkv, n_rep, d, s, spl
 def test_gluon_dispatch_rule(monkeypatch):
     """Which calls the Gluon MLA kernel takes (host logic, checked on any machine with the device parts stubbed):
     bf16 at 512 + 64 wide, heads a multiple of 64, rows on 16-byte boundaries, Hopper, not turned off."""
+    import compile_passes.kernels.gluon_switch as switch
     import compile_passes.kernels.mla_latent_gluon as mg
     if mg.gluon is None:
         pytest.skip("this Triton has no Gluon")
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
     capability = [(9, 0)]
-    monkeypatch.setattr(mg, "capability", lambda t: capability[0])
+    monkeypatch.setattr(switch, "capability", lambda t: capability[0])
     bf16 = torch.bfloat16
     q_lat, q_pe = torch.zeros(2, 3, 128, 512, dtype=bf16), torch.zeros(2, 3, 128, 192, dtype=bf16)[..., 128:]
     kv, pe = torch.zeros(2, 70, 512, dtype=bf16), torch.zeros(2, 70, 64, dtype=bf16)
@@ -274,6 +276,91 @@ def test_gluon_dispatch_rule(monkeypatch):
     monkeypatch.setenv("ZOO_MLA_GLUON", "1")
     capability[0] = (8, 0)
     assert not gluon_fits(q_lat, q_pe, kv, pe)  # no wgmma before Hopper
+
+
+def _segment_inputs(segments, length, h, packed_v, g):
+    """q, k [1, H, N, 64] as views of the RoPE kernel's [N, H, 64] outputs; v a view into the qkv projection's
+    [N, 3, H, 64] output (packed_v) or of its own [N, H, 64]: the layouts the vision blocks hand over."""
+    n = segments * length
+    qkv = _rand(n, 3, h, 64, g=g).bfloat16()
+    q, k = _rand(n, h, 64, g=g).bfloat16(), _rand(n, h, 64, g=g).bfloat16()
+    v = qkv[:, 2] if packed_v else _rand(n, h, 64, g=g).bfloat16()
+    return tuple(x.transpose(0, 1)[None] for x in (q, k, v))
+
+
+@pytest.mark.skipif(not HOPPER, reason="the Gluon segment kernel is Hopper wgmma / TMA code (no interpreter)")
+@settings(max_examples=20, deadline=None)
+@given(segments=st.sampled_from([1, 2, 3, 8]), length=st.integers(1, 1300), h=st.sampled_from([1, 3, 16]),
+       packed_v=st.booleans(), seed=st.integers(0, 999))
+def test_segment_gluon_matches_reference(segments, length, h, packed_v, seed):
+    """bf16 against the fp32 twin (SDPA per segment): partial last key tiles, query blocks past a segment's end
+    (idle warpgroups), one-patch segments, v strided inside the qkv output. The last segment's keys and values
+    are NaN: a tile that crosses a segment's end must not read the next one, so every other segment stays equal."""
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = _segment_inputs(segments, length, h, packed_v, g)
+    if segments > 1:
+        k[:, :, -length:], v[:, :, -length:] = float("nan"), float("nan")
+
+    def batch(x):  # [1, H, N, 64] -> [segments, H, L, 64]
+        return x[0].unflatten(1, (segments, length)).transpose(0, 1).float()
+    want = torch.nn.functional.scaled_dot_product_attention(batch(q), batch(k), batch(v), scale=0.125)
+    out = segment_attention_gluon(q, k, v, segments, 0.125)
+    assert out.shape == q.shape and out.transpose(1, 2).is_contiguous()  # [1, N, H, 64] memory
+    keep = segments - (segments > 1)
+    torch.testing.assert_close(batch(out)[:keep], want[:keep], rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.skipif(not HOPPER, reason="the Gluon segment kernel is Hopper wgmma / TMA code (no interpreter)")
+def test_segment_attention_op_takes_the_gluon_kernel_where_it_fits(monkeypatch):
+    """zoo::segment_attention on CUDA: equal segments go to the Gluon kernel when it fits (forced here), and give
+    what the kernel gives; ZOO_SEGMENT_GLUON=0 falls back to SDPA, within bf16 rounding of it."""
+    from compile_passes import segments as seg_ops  # noqa: F401  (registers zoo::segment_attention)
+    q, k, v = _segment_inputs(3, 500, 16, True, torch.Generator().manual_seed(0))
+    cu = torch.tensor([0, 500, 1000, 1500], device=DEVICE)
+    monkeypatch.setenv("ZOO_SEGMENT_GLUON", "1")
+    assert segment_gluon_fits(q, k, v, 3)
+    out = torch.ops.zoo.segment_attention(q, k, v, cu, 500, 0.125)
+    assert torch.equal(out, segment_attention_gluon(q, k, v, 3, 0.125))
+    monkeypatch.setenv("ZOO_SEGMENT_GLUON", "0")
+    assert not segment_gluon_fits(q, k, v, 3)
+    torch.testing.assert_close(torch.ops.zoo.segment_attention(q, k, v, cu, 500, 0.125), out, rtol=2e-2, atol=2e-2)
+
+
+def test_segment_gluon_dispatch_rule(monkeypatch):
+    """Which calls the Gluon segment kernel takes (host logic, checked on any machine with the device parts
+    stubbed): bf16 at head dim 64, as many key as query heads, each token's heads side by side in a 16-byte
+    aligned row, Hopper, and programs that fill four waves unless ZOO_SEGMENT_GLUON=1 (=0: never)."""
+    import compile_passes.kernels.gluon_switch as switch
+    import compile_passes.kernels.segment_gluon as sg
+    if sg.gluon is None:
+        pytest.skip("this Triton has no Gluon")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    monkeypatch.delenv("ZOO_SEGMENT_GLUON", raising=False)
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
+    capability = [(9, 0)]
+    monkeypatch.setattr(switch, "capability", lambda t: capability[0])
+    monkeypatch.setattr(sg, "_sms", lambda device: 132)
+    g = torch.Generator().manual_seed(0)
+
+    def inputs(segments, length, h=16):
+        return tuple(x.to("cpu") for x in _segment_inputs(segments, length, h, True, g))
+    big, small = inputs(1, 12544 // 8, 128), inputs(1, 784)  # 9 x 128 programs; 5 x 16
+    assert segment_gluon_fits(*big, 1)
+    assert not segment_gluon_fits(*small, 1)  # too few programs: SDPA
+    monkeypatch.setenv("ZOO_SEGMENT_GLUON", "1")
+    assert segment_gluon_fits(*small, 1)  # forced
+    q, k, v = small
+    assert not segment_gluon_fits(q.float(), k.float(), v.float(), 1)  # fp32
+    assert not segment_gluon_fits(q, k[:, :8], v[:, :8], 1)  # GQA
+    assert not segment_gluon_fits(q.contiguous(), k, v, 1)  # heads far apart ([1, H, N, 64] memory)
+    wide = torch.zeros(784, 16, 72, dtype=torch.bfloat16)[..., 4:68].transpose(0, 1)[None]
+    assert not segment_gluon_fits(q, k, wide, 1)  # rows 8 bytes off, heads not side by side
+    assert not segment_gluon_fits(q[..., :32], k[..., :32], v[..., :32], 1)  # head dim 32
+    monkeypatch.setenv("ZOO_SEGMENT_GLUON", "0")
+    assert not segment_gluon_fits(*big, 1)  # turned off
+    monkeypatch.setenv("ZOO_SEGMENT_GLUON", "1")
+    capability[0] = (8, 0)
+    assert not segment_gluon_fits(*big, 1)  # no wgmma before Hopper
 
 
 @settings(max_examples=12, deadline=None)
