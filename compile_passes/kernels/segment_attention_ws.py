@@ -5,10 +5,16 @@ One program = 192 queries (three warpgroups of 64) of one head of one segment, e
   (TMA over a [segments, L, heads * 64] view: rows past the segment's end arrive as zeros, so nothing of the next
   segment is read, and the output's TMA store clips them);
 - each warpgroup runs FlashAttention-3's intra-warpgroup pipeline: it issues tile j's scores (Q @ K_j^T), then
-  tile j-1's P @ V, waits for the scores only, and does tile j's softmax while the P @ V is on the tensor cores;
-  the three warpgroups are independent, so one's softmax also overlaps the others' MMAs.
-Bound: at head dim 64 a score costs 256 MMA FLOPs and one exp2 (the SFU does 16 a clock per SM, the tensor cores
-16 scores' worth), and the tiles cross L2 -> SM at 1 byte per 192 FLOPs.
+  tile j-1's P @ V (P from registers), waits for the scores only, and does tile j's softmax while the P @ V is on
+  the tensor cores;
+- the warpgroups issue their MMAs in turn (FlashAttention-3's ping-pong over three, an mbarrier each), so that
+  one's softmax runs under the others' MMAs.
+Bound (H200, fourteenth session, bench/RESULTS.md): at head dim 64 a score costs 256 MMA FLOPs and one exp2, and
+the SFU's 16 exp2 a clock per SM match the tensor cores' 16 scores: both at once or neither at full rate. One
+12,544-patch image runs at ~575 TFLOP/s (cuDNN ~495); 4096 patches at ~473 (cuDNN ~467), where 352 programs in
+2.7 waves of one program an SM cost the difference. Measured and dropped: P through shared memory with four
+warpgroups, exp2 partly on the FMA pipe (a polynomial), 64-key tiles, [64, 64] score halves, 4 stages, separate
+key / value barriers.
 """
 import triton.language as tl
 from triton.experimental import gluon
@@ -59,17 +65,28 @@ def _softmax(s, m_i, l_i, j, L, scale_log2):
 
 
 @gluon.jit
-def _consumer(w, q_smem, k_smem, v_smem, q_bar, kv_ready, kv_free, o_desc, seg, q0, col, n_tiles, L, scale_log2):
+def _consumer(w, q_smem, k_smem, v_smem, q_bar, kv_ready, kv_free, turn, o_desc, seg, q0, col, n_tiles, L,
+              scale_log2):
     q = q_smem.index(w).reshape([BLOCK_M, D])  # [64, 64]
-    if q0 + w * BLOCK_M >= L:  # queries past the segment's end: keep the slots' cadence only
+    mine = turn.index(w)
+    after = turn.index((w + 1) % WGS)
+    if q0 + w * BLOCK_M >= L:  # queries past the segment's end: keep the slots' and the turns' cadence only
         for j in range(n_tiles):
+            hopper.mbarrier.wait(mine, j & 1)
+            hopper.mbarrier.arrive(after)
             hopper.mbarrier.wait(kv_ready.index(j % STAGES), (j // STAGES) & 1)
             hopper.mbarrier.arrive(kv_free.index(j % STAGES))
+        hopper.mbarrier.wait(mine, n_tiles & 1)
+        hopper.mbarrier.arrive(after)
     else:
         zero = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, layout=MMA_S)
         hopper.mbarrier.wait(q_bar, 0)
         hopper.mbarrier.wait(kv_ready.index(0), 0)
-        s = hopper.warpgroup_mma(q, k_smem.index(0).reshape([BLOCK_N, D]).permute((1, 0)), zero, use_acc=False)
+        hopper.mbarrier.wait(mine, 0)
+        s = hopper.warpgroup_mma(q, k_smem.index(0).reshape([BLOCK_N, D]).permute((1, 0)), zero, use_acc=False,
+                                 is_async=True)
+        hopper.mbarrier.arrive(after)
+        s = hopper.warpgroup_mma_wait(0, deps=(s, ))
         p, alpha, m_i, l_i = _softmax(s, gl.full([BLOCK_M], float("-inf"), gl.float32, layout=ROWS_S),
                                       gl.zeros([BLOCK_M], gl.float32, layout=ROWS_S), 0, L, scale_log2)
         o = gl.zeros([BLOCK_M, D], gl.float32, layout=MMA_O)
@@ -77,10 +94,12 @@ def _consumer(w, q_smem, k_smem, v_smem, q_bar, kv_ready, kv_free, o_desc, seg, 
             st = j % STAGES
             prev = (j - 1) % STAGES
             hopper.mbarrier.wait(kv_ready.index(st), (j // STAGES) & 1)
+            hopper.mbarrier.wait(mine, j & 1)  # the warpgroups issue their MMAs in turn: one's softmax under the
             s = hopper.warpgroup_mma(q, k_smem.index(st).reshape([BLOCK_N, D]).permute((1, 0)), zero, use_acc=False,
                                      is_async=True)
             o = hopper.warpgroup_mma(gl.convert_layout(p, P_OP), v_smem.index(prev).reshape([BLOCK_N, D]), o,
                                      is_async=True)
+            hopper.mbarrier.arrive(after)  # others' MMAs (FlashAttention-3's ping-pong, over three)
             s = hopper.warpgroup_mma_wait(1, deps=(s, ))  # the scores; P @ V runs on under the softmax
             p, alpha, m_i, l_i = _softmax(s, m_i, l_i, j, L, scale_log2)
             o = hopper.warpgroup_mma_wait(0, deps=(o, ))
@@ -88,7 +107,11 @@ def _consumer(w, q_smem, k_smem, v_smem, q_bar, kv_ready, kv_free, o_desc, seg, 
             hopper.mbarrier.arrive(kv_free.index(prev))
             o = o * gl.expand_dims(gl.convert_layout(alpha, ROWS_O), 1)
         last = (n_tiles - 1) % STAGES
-        o = hopper.warpgroup_mma(gl.convert_layout(p, P_OP), v_smem.index(last).reshape([BLOCK_N, D]), o)
+        hopper.mbarrier.wait(mine, n_tiles & 1)
+        o = hopper.warpgroup_mma(gl.convert_layout(p, P_OP), v_smem.index(last).reshape([BLOCK_N, D]), o,
+                                 is_async=True)
+        hopper.mbarrier.arrive(after)
+        o = hopper.warpgroup_mma_wait(0, deps=(o, ))
         _barrier()
         hopper.mbarrier.arrive(kv_free.index(last))
         o = o * gl.expand_dims(gl.convert_layout(1.0 / l_i, ROWS_O), 1)
@@ -114,17 +137,21 @@ def _segment_attention_kernel(q_desc, k_desc, v_desc, o_desc, L, scale_log2):
     q_bar = gl.allocate_shared_memory(gl.int64, [1, 1], hopper.mbarrier.MBarrierLayout()).index(0)
     kv_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], hopper.mbarrier.MBarrierLayout())
     kv_free = gl.allocate_shared_memory(gl.int64, [STAGES, 1], hopper.mbarrier.MBarrierLayout())
+    turn = gl.allocate_shared_memory(gl.int64, [WGS, 1], hopper.mbarrier.MBarrierLayout())
     hopper.mbarrier.init(q_bar, count=1)
     for i in gl.static_range(STAGES):
         hopper.mbarrier.init(kv_ready.index(i), count=1)
         hopper.mbarrier.init(kv_free.index(i), count=WGS)
+    for i in gl.static_range(WGS):
+        hopper.mbarrier.init(turn.index(i), count=1)
     hopper.fence_async_shared()
-    gl.warp_specialize([(_consumer, (0, q_smem, k_smem, v_smem, q_bar, kv_ready, kv_free, o_desc, seg, q0, col,
-                                     n_tiles, L, scale_log2)),
-                        (_consumer, (1, q_smem, k_smem, v_smem, q_bar, kv_ready, kv_free, o_desc, seg, q0, col,
-                                     n_tiles, L, scale_log2)),
-                        (_consumer, (2, q_smem, k_smem, v_smem, q_bar, kv_ready, kv_free, o_desc, seg, q0, col,
-                                     n_tiles, L, scale_log2)),
+    hopper.mbarrier.arrive(turn.index(0))  # warpgroup 0 goes first
+    gl.warp_specialize([(_consumer, (0, q_smem, k_smem, v_smem, q_bar, kv_ready, kv_free, turn, o_desc, seg, q0,
+                                     col, n_tiles, L, scale_log2)),
+                        (_consumer, (1, q_smem, k_smem, v_smem, q_bar, kv_ready, kv_free, turn, o_desc, seg, q0,
+                                     col, n_tiles, L, scale_log2)),
+                        (_consumer, (2, q_smem, k_smem, v_smem, q_bar, kv_ready, kv_free, turn, o_desc, seg, q0,
+                                     col, n_tiles, L, scale_log2)),
                         (_loader, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, kv_ready, kv_free, seg,
                                    q0, col, n_tiles))], [4, 4, 1], [160, 160, 24])
 
