@@ -3,9 +3,10 @@
 ZOO_SEGMENT_GLUON=0; ZOO_SEGMENT_GLUON=1 takes every call that fits, whatever its size (A/B runs).
 
 The size rule is measured (H200, fourteenth session, 16 heads, bench/RESULTS.md): with a program per 192 queries
-of a head and segment, one program an SM, the kernel wins once its programs fill four waves (one 12,544-patch
-image: 1139-1177 us against cuDNN's 1290-1311; 8 x 784 patches: 70.0 against 74.1), draws at 4096 patches (2.7
-waves: 147.5 against 147.0) and loses below (one 784-patch image 15.3 against 14.2; 3 x 1000: 42.6 against 37.7).
+of a head and segment, one program an SM, the kernel wins once its programs fill several waves (one 12,544-patch
+image: 1119-1177 us against cuDNN's 1290-1311; 8 x 784 patches: 70.0 against 74.1, same run), draws at 4096 patches
+(2.7 waves: 145-148 against 147; in the encoder 149 against 153 of kernel time, the same call time) and loses
+below (one 784-patch image 15.2-15.4 against 14.2-14.4; 3 x 1000: 41-43 against 37.7).
 """
 import os
 
