@@ -83,11 +83,10 @@ def _merge_kernel(o_ptr, lse_ptr, active_ptr, out_ptr, T, H, n_splits, width, ou
              mask=d < width)
 
 
-def merge_splits_into(out, o, lse, t, active=None, num_warps=None):
+def merge_splits_into(out, o, lse, t, active=None):
     """The Triton merge: o [B*T, H, splits, BD], lse [B*T, H, splits] -> out, a [B, T, H, width] view of any
     strides (width = out.shape[-1]), written in out's dtype. active: int32 [B*T] splits to read per query (None:
-    all). One launch instead of a dozen torch ops. num_warps: the caller's measured choice (default: 4 for tiles
-    of 8192 elements and more, else 2)."""
+    all). One launch instead of a dozen torch ops."""
     q, h, n_splits, bd = o.shape
     # columns over the grid only when (query, head) programs are few (batch-1 MLA: 128 of them; there up to 128
     # splits in one pass, 64 columns a program: H200, B=1 at 32768 history, 66 splits: two passes took 15 us);
@@ -97,8 +96,13 @@ def merge_splits_into(out, o, lse, t, active=None, num_warps=None):
     else:
         chunk = min(128, triton.next_power_of_2(n_splits))
         block_d = min(bd, 128, 8192 // chunk)
-    _merge_kernel[(q, h, cdiv(out.shape[-1], block_d))](
+    grid = (q, h, cdiv(out.shape[-1], block_d))
+    # 4 warps a program only for big tiles in a grid that leaves SMs idle (batch-1 dense decode with few kv heads:
+    # 64 splits x 128 columns, a dozen programs); with many programs 2 warps each measured faster (batch-1 MLA,
+    # 128 heads x 8 column blocks, 66 splits: 37.2 -> 34.3 us graphed at history 32768, H200, thirteenth session)
+    big = chunk * block_d >= 8192 and grid[0] * grid[1] * grid[2] < _sms(o.device)
+    _merge_kernel[grid](
         o, lse, lse if active is None else active, out, t, h, n_splits, out.shape[-1], out.stride(0), out.stride(1),
-        out.stride(2), HAS_ACTIVE=active is not None, BD=bd, BLOCK_D=block_d, CHUNK=chunk,
-        num_warps=num_warps or (4 if chunk * block_d >= 8192 else 2), **pdl_launch(o))
+        out.stride(2), HAS_ACTIVE=active is not None, BD=bd, BLOCK_D=block_d, CHUNK=chunk, num_warps=4 if big else 2,
+        **pdl_launch(o))
     return out
