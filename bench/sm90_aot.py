@@ -4,6 +4,7 @@ Kernel work needs no device time for this; the speed still does.
 
   python bench/sm90_aot.py mla_latent [BLOCK_N=32 num_warps=8 num_stages=3 ...] [--ptx out.ptx]
   python bench/sm90_aot.py few_rows
+  python bench/sm90_aot.py segment_ws     # Gluon, TMA descriptors in its signature
 The Triton wheel brings ptxas. Match the device's Triton (3.6: `pip install triton==3.6.0` in a side venv) where the
 generated code matters. Pointers and strides are marked 16-divisible, as the JIT specializes them on the device
 (without it no load is vectorized and the pipeliner leaves the loads synchronous).
@@ -21,9 +22,19 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from compile_passes.kernels import few_rows, mla_latent, mla_latent_ws  # noqa: E402
+from compile_passes.kernels import few_rows, mla_latent, mla_latent_ws, segment_attention_ws  # noqa: E402
 
 BF16 = "*bf16"
+
+
+def tma_desc(rows: int, cols: int) -> str:
+    """The signature type of a Gluon TMA descriptor for bf16 [1, rows, cols] blocks (its default shared layout)."""
+    from triton.experimental.gluon import language as gl
+    layout = gl.NVMMASharedLayout.get_default_for([1, rows, cols], gl.bfloat16)
+    return f"tensordesc<bf16[1, {rows}, {cols}],{layout!r}>"
+
+
+SEG = segment_attention_ws
 KERNELS = {  # name -> (kernel, pointer types, 16-divisible int args, float args, default constexprs, warps, stages)
     "mla_latent": (mla_latent._mla_latent_kernel,
                    {**dict.fromkeys(["ql_ptr", "qp_ptr", "kv_ptr", "pe_ptr", "out_ptr", "o_ptr"], BF16),
@@ -39,6 +50,10 @@ KERNELS = {  # name -> (kernel, pointer types, 16-divisible int args, float args
                    "active_ptr": "*i32"},
                {"ql_b", "ql_t", "ql_h", "qp_b", "qp_t", "qp_h", "kv_b", "kv_s", "pe_b", "pe_s", "out_b", "out_t",
                 "out_h"}, {"scale_log2"}, dict(SINGLE=True, HAS_ROWS=False, USE_PDL=True), 4, 1),
+    "segment_ws": (SEG._segment_attention_kernel,
+                   {"q_desc": tma_desc(SEG.BLOCK_M.value, 64), "k_desc": tma_desc(SEG.BLOCK_N.value, 64),
+                    "v_desc": tma_desc(SEG.BLOCK_N.value, 64), "o_desc": tma_desc(SEG.BLOCK_M.value, 64)},
+                   set(), {"scale_log2"}, {}, 4, 1),
     "few_rows": (few_rows._few_rows_kernel, dict.fromkeys(["x_ptr", "w_ptr", "b_ptr", "y_ptr"], BF16),
                  {"N", "K", "x_m", "w_n", "y_m"}, set(),
                  dict(HAS_BIAS=False, EVEN=True, BLOCK_M=16, BLOCK_N=32, BLOCK_K=256, PRECISION="tf32",
@@ -59,7 +74,8 @@ def compile_sm90(name, overrides):
             consts[key] = type(consts[key])(value) if not isinstance(consts[key], bool) else value == "True"
     fn = getattr(fn, "fn", fn) if not hasattr(fn, "arg_names") else fn
     sig = {a: "constexpr" if a in consts else ptrs.get(a, "fp32" if a in floats else "i32") for a in fn.arg_names}
-    attrs = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(fn.arg_names) if a in ptrs or a in div16}
+    attrs = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(fn.arg_names)
+             if (a in ptrs and ptrs[a].startswith("*")) or a in div16}
     source = ASTSource
     if type(fn).__name__.startswith("Gluon"):  # a Gluon kernel: its layouts need the module's warp count
         from triton.experimental.gluon._runtime import GluonASTSource as source
