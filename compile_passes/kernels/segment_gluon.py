@@ -25,7 +25,8 @@ except (ImportError, AttributeError):  # pragma: no cover - older Triton: SDPA s
 SWITCH = GluonSwitch("the Gluon segment attention kernel", "ZOO_SEGMENT_GLUON", "SDPA")
 
 
-def programs(q, segments: int) -> int:
+def _programs(q, segments: int) -> int:
+    """The kernel's grid size: 192-query blocks x heads x segments."""
     return cdiv(q.shape[2] // segments, WGS.value * BLOCK_M.value) * q.shape[1] * segments
 
 
@@ -39,7 +40,7 @@ def segment_gluon_fits(q, k, v, segments: int) -> bool:
         if x.dtype != torch.bfloat16 or x.shape[1] != h or x.shape[3] != D.value or x.stride(3) != 1 \
                 or (h > 1 and x.stride(1) != D.value) or x.stride(2) % 8 or x.data_ptr() % 16:
             return False
-    return os.environ.get(SWITCH.env) == "1" or programs(q, segments) >= 4 * _sms(q.device)
+    return os.environ.get(SWITCH.env) == "1" or _programs(q, segments) >= 4 * _sms(q.device)
 
 
 def segment_attention_gluon(q, k, v, segments: int, scale: float):
