@@ -70,14 +70,14 @@ def _(q_lat, q_pe, kv, pe, start_pos, seq_lens, scale, kv_rows=None):
 @mla_window_attention.register_kernel("cuda")
 def _mla_window_attention_cuda(q_lat, q_pe, kv, pe, start_pos, seq_lens, scale, kv_rows=None):
     from .kernels.mla_latent import mla_latent_triton
-    from .kernels.mla_latent_gluon import gluon_fits, mla_latent_gluon, turn_off
+    from .kernels.mla_latent_gluon import SWITCH, gluon_fits, mla_latent_gluon
     q_lat, q_pe, kv, pe = (x if x.stride(-1) == 1 else x.contiguous() for x in (q_lat, q_pe, kv, pe))
     if gluon_fits(q_lat, q_pe, kv, pe):  # bf16 at DeepSeek widths on Hopper: kernels/mla_latent_ws.py
         from triton.compiler.errors import CompilationError
         try:
             return mla_latent_gluon(q_lat, q_pe, kv, pe, start_pos, seq_lens, scale, kv_rows=kv_rows)
         except CompilationError as error:  # another Triton's Gluon: warned once, the Triton kernel from now on
-            turn_off(error)
+            SWITCH.turn_off(error)
     return mla_latent_triton(q_lat, q_pe, kv, pe, start_pos, seq_lens, scale, kv_rows=kv_rows)
 
 

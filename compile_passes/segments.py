@@ -46,17 +46,16 @@ def _(q, k, v, cu_seqlens, max_len, scale):
 def _segment_attention_cuda(q, k, v, cu_seqlens, max_len, scale):
     from .kernels.segment_gluon import SWITCH, segment_attention_gluon, segment_gluon_fits
     n, segments = q.shape[2], cu_seqlens.shape[0] - 1
-    if max_len * segments == n and segment_gluon_fits(q, k, v, segments):  # kernels/segment_attention_ws.py
-        from triton.compiler.errors import CompilationError
-        try:
-            return segment_attention_gluon(q, k, v, segments, scale)
-        except CompilationError as error:  # another Triton's Gluon: warned once, SDPA from now on
-            SWITCH.turn_off(error)
-    if max_len * segments == n:
-        # every segment as long as the longest (one image, a video's frames, same-size images) and too few / short
-        # for the Gluon kernel (kernels/segment_gluon.py says when it wins). They are a batch
-        # for SDPA's fastest kernel (cuDNN on Hopper; H200, 16 heads of 64: 8 x 784 patches 81 us, varlen 143 us;
-        # one 12,544-patch image 1.3 ms, FlashAttention 2.1 ms). Known from shapes alone: no host read.
+    if max_len * segments == n:  # equal segments: one image, a video's frames, same-size images
+        if segment_gluon_fits(q, k, v, segments):  # many and long (kernels/segment_gluon.py says when it wins)
+            from triton.compiler.errors import CompilationError
+            try:
+                return segment_attention_gluon(q, k, v, segments, scale)
+            except CompilationError as error:  # another Triton's Gluon: warned once, SDPA from now on
+                SWITCH.turn_off(error)
+        # else they are a batch for SDPA's fastest kernel (cuDNN on Hopper; H200, 16 heads of 64: 8 x 784 patches
+        # 81 us, varlen 143 us; one 12,544-patch image 1.3 ms, FlashAttention 2.1 ms). Known from shapes alone: no
+        # host read.
         def batch(x):  # [1, H, N, D] -> [segments, H, L, D] (a view)
             return x[0].unflatten(1, (segments, max_len)).transpose(0, 1)
         out = torch.nn.functional.scaled_dot_product_attention(batch(q), batch(k), batch(v), scale=scale,

@@ -4,8 +4,8 @@ set of image/video grids on GPU, layout memoized) and deepstack levels fed to th
 The encoder attends by segment: the graph gets each frame's bounds (cu_seqlens) and builds the reference's
 block-diagonal mask from them through zoo::segment_mask, which the attention pass swaps for attention per segment
 (on CUDA, equally long segments: zoo's Gluon kernel on Hopper when they are many and long, else one SDPA batch;
-unequal ones: FlashAttention varlen): memory linear in the
-number of patches, several images and frames in one call. Each block runs through a compiled region
+unequal ones: FlashAttention varlen): memory linear in the number of patches, several images and frames in one
+call. Each block runs through a compiled region
 (zoo/regions.py) and leaves its last residual add to the next one, which fuses it with the norm that reads the sum
 (Inductor cannot fold an add into cuBLAS's GEMM): one kernel fewer per block; only the blocks whose output is read
 (deepstack taps, the last) add theirs."""

@@ -8,14 +8,13 @@ from .gluon_switch import GluonSwitch
 from .pdl import pdl_launch
 from .splitk import _sms, cdiv, merge_splits_into
 
-try:  # Gluon ships with Triton >= 3.4 (its API moves between releases: turn_off below covers compile errors)
+try:  # Gluon ships with Triton >= 3.4 (its API moves between releases: SWITCH covers compile errors)
     from .mla_latent_ws import BLOCK_H, BLOCK_N, LOG2E, C, R, _mla_ws_kernel, gluon
 except (ImportError, AttributeError):  # pragma: no cover - older Triton: mla_latent.py serves every shape
     gluon = None
     BLOCK_H = BLOCK_N = C = R = None
 
 SWITCH = GluonSwitch("the Gluon MLA decode kernel", "ZOO_MLA_GLUON", "the Triton kernel (mla_latent.py)")
-turn_off = SWITCH.turn_off
 
 
 def gluon_fits(q_lat, q_pe, kv, pe) -> bool:

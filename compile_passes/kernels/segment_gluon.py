@@ -48,14 +48,14 @@ def segment_attention_gluon(q, k, v, segments: int, scale: float):
     with [1, N, H, 64] memory (what the output projection reads)."""
     _, h, n, d = q.shape
     length = n // segments
-    out = torch.empty(n, h, d, dtype=q.dtype, device=q.device)
+    out = torch.empty(n, h, d, dtype=q.dtype, device=q.device)[None].transpose(1, 2)  # [1, H, N, 64]
 
     def desc(x, rows):  # [segments, L, H * 64]: TMA zero-fills rows past a segment's end, its store clips them
-        tok = x.stride(-2) if x.dim() == 4 else x.stride(0)
+        tok = x.stride(2)
         view = torch.as_strided(x, (segments, length, h * d), (length * tok, tok, 1))
         return TensorDescriptor.from_tensor(view, [1, rows, d],
                                             gl.NVMMASharedLayout.get_default_for([1, rows, d], gl.bfloat16))
     bm, bn = BLOCK_M.value, BLOCK_N.value
     _segment_attention_kernel[(cdiv(length, WGS.value * bm), h, segments)](
         desc(q, bm), desc(k, bn), desc(v, bn), desc(out, bm), length, scale * LOG2E, num_warps=4)
-    return out[None].transpose(1, 2)
+    return out
