@@ -47,7 +47,7 @@ def _segment_attention_cuda(q, k, v, cu_seqlens, max_len, scale):
     from .kernels.segment_gluon import SWITCH, segment_attention_gluon, segment_gluon_fits
     n, segments = q.shape[2], cu_seqlens.shape[0] - 1
     if max_len * segments == n:  # equal segments: one image, a video's frames, same-size images
-        if segment_gluon_fits(q, k, v, segments):  # many and long (kernels/segment_gluon.py says when it wins)
+        if segment_gluon_fits(q, k, v, segments):  # bf16, head dim 64, Hopper (kernels/segment_gluon.py)
             from triton.compiler.errors import CompilationError
             try:
                 return segment_attention_gluon(q, k, v, segments, scale)

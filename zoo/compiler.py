@@ -11,6 +11,7 @@ exactly its number of true recompiles, and no process-wide Dynamo limit has to b
 import functools
 import itertools
 import logging
+import os
 import sys
 import time
 import types
@@ -69,7 +70,11 @@ class Compiler:
             try:
                 with inductor_cache_dir(self.cache_dir), torch._functorch.config.patch(enable_autograd_cache=caching):
                     compiled = compile_fx(gm, example_inputs, config_patches={
-                        "joint_custom_pre_pass": self.manager, "fx_graph_cache": caching})
+                        "joint_custom_pre_pass": self.manager, "fx_graph_cache": caching,
+                        # Inductor's kernels launched with PDL as zoo's own (compile_passes/kernels/pdl.py): each
+                        # waits for its inputs' writer on the GPU, its launch overlaps the previous kernel's tail
+                        # (Inductor generates it on Hopper and later only; ZOO_PDL=0 turns both off)
+                        "triton.enable_pdl": os.environ.get("ZOO_PDL", "1") != "0"})
             except BaseException:
                 # Dynamo may abandon this attempt and trace again (with dynamic=True it restarts once to
                 # specialize float constants such as LayerNorm eps): count only the graph that is kept.

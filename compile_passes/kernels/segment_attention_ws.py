@@ -14,7 +14,8 @@ the SFU's 16 exp2 a clock per SM match the tensor cores' 16 scores: both at once
 12,544-patch image runs at ~575 TFLOP/s (cuDNN ~495); 4096 patches at ~473 (cuDNN ~467), where 352 programs in
 2.7 waves of one program an SM cost the difference. Measured and dropped: P through shared memory with four
 warpgroups, exp2 partly on the FMA pipe (a polynomial), 64-key tiles, [64, 64] score halves, 4 stages, separate
-key / value barriers.
+key / value barriers, the tail waves split over the keys (fifteenth session: the merge costs more than the waves
+save). Packed exp2 (ex2.approx.bf16x2) does not halve the SFU's work: ptxas makes it two MUFU ops on sm90.
 """
 import triton.language as tl
 from triton.experimental import gluon

@@ -1,19 +1,19 @@
 """Vision attention over equal segments on Hopper, bf16 at head dim 64: which calls the Gluon kernel
-(segment_attention_ws.py) serves, and its launch. SDPA (cuDNN) serves the rest, and everything with
-ZOO_SEGMENT_GLUON=0; ZOO_SEGMENT_GLUON=1 takes every call that fits, whatever its size (A/B runs).
+(segment_attention_ws.py) serves, and its launch. SDPA (cuDNN) serves everything else, and every call with
+ZOO_SEGMENT_GLUON=0.
 
-The size rule is measured (H200, fourteenth session, 16 heads, bench/RESULTS.md): with a program per 192 queries
-of a head and segment, one program an SM, the kernel wins once its programs fill several waves (one 12,544-patch
-image: 1119-1177 us against cuDNN's 1290-1311; 8 x 784 patches: 70.0 against 74.1, same run), draws at 4096 patches
-(2.7 waves: 145-148 against 147; in the encoder 149 against 153 of kernel time, the same call time) and loses
-below (one 784-patch image 15.2-15.4 against 14.2-14.4; 3 x 1000: 41-43 against 37.7).
+The kernel takes every call it fits, measured (H200, bench/RESULTS.md). Alone, with a program per 192 queries of a
+head and segment and one program an SM, it wins once its programs fill several waves (one 12,544-patch image:
+1119-1177 us against cuDNN's 1290-1311; 8 x 784 patches 70.0 against 74.1), draws at 4096 patches (2.7 waves:
+145-148 against 147) and loses ~1-3 us below (one 784-patch image 15.2 against 14.2; 3 x 1000: 41 against 37.7).
+In the encoder's CUDA graph cuDNN's call costs more than its kernel: a memset node before it, and ~4 us of idle GPU
+around the two (fifteenth session, 1024 x 1024 image: 24 memsets and 67 us of gaps in a call). The whole encoder,
+one process each, Inductor's kernels with PDL: 448 x 448 1.85 against 1.95 ms, 1024 x 1024 8.47 against 8.62.
 """
-import os
-
 import torch
 
 from .gluon_switch import GluonSwitch
-from .splitk import _sms, cdiv
+from .splitk import cdiv
 
 try:  # Gluon ships with Triton >= 3.4 (its API moves between releases: the switch covers compile errors)
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
@@ -25,14 +25,9 @@ except (ImportError, AttributeError):  # pragma: no cover - older Triton: SDPA s
 SWITCH = GluonSwitch("the Gluon segment attention kernel", "ZOO_SEGMENT_GLUON", "SDPA")
 
 
-def _programs(q, segments: int) -> int:
-    """The kernel's grid size: 192-query blocks x heads x segments."""
-    return cdiv(q.shape[2] // segments, WGS.value * BLOCK_M.value) * q.shape[1] * segments
-
-
 def segment_gluon_fits(q, k, v, segments: int) -> bool:
     """Whether segment_attention_gluon serves this call: q/k/v [1, H, N, 64] bf16, as many key as query heads,
-    each token's heads side by side in a row of H * 64 (unit stride, 16-byte aligned), on Hopper, big enough."""
+    each token's heads side by side in a row of H * 64 (unit stride, 16-byte aligned), on Hopper."""
     if gluon is None or not SWITCH.on(q):
         return False
     h = q.shape[1]
@@ -40,7 +35,7 @@ def segment_gluon_fits(q, k, v, segments: int) -> bool:
         if x.dtype != torch.bfloat16 or x.shape[1] != h or x.shape[3] != D.value or x.stride(3) != 1 \
                 or (h > 1 and x.stride(1) != D.value) or x.stride(2) % 8 or x.data_ptr() % 16:
             return False
-    return os.environ.get(SWITCH.env) == "1" or _programs(q, segments) >= 4 * _sms(q.device)
+    return True
 
 
 def segment_attention_gluon(q, k, v, segments: int, scale: float):
