@@ -11,7 +11,6 @@ exactly its number of true recompiles, and no process-wide Dynamo limit has to b
 import functools
 import itertools
 import logging
-import os
 import sys
 import time
 import types
@@ -21,6 +20,7 @@ import torch
 from torch._inductor.compile_fx import compile_fx
 
 from compile_passes import ZooPassManager
+from compile_passes.kernels.pdl import pdl_wanted
 
 from .cache import PassRecords, graph_key, inductor_cache_dir, resolve_cache_dir
 
@@ -74,7 +74,7 @@ class Compiler:
                         # Inductor's kernels launched with PDL as zoo's own (compile_passes/kernels/pdl.py): each
                         # waits for its inputs' writer on the GPU, its launch overlaps the previous kernel's tail
                         # (Inductor generates it on Hopper and later only; ZOO_PDL=0 turns both off)
-                        "triton.enable_pdl": os.environ.get("ZOO_PDL", "1") != "0"})
+                        "triton.enable_pdl": pdl_wanted()})
             except BaseException:
                 # Dynamo may abandon this attempt and trace again (with dynamic=True it restarts once to
                 # specialize float constants such as LayerNorm eps): count only the graph that is kept.

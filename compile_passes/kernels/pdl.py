@@ -36,8 +36,13 @@ def capability(t: torch.Tensor) -> tuple:
     return _capability(t.device.index if t.device.index is not None else torch.cuda.current_device())
 
 
+def pdl_wanted() -> bool:
+    """ZOO_PDL: on unless "0" (zoo's kernels here, and Inductor's through zoo/compiler.py)."""
+    return os.environ.get("ZOO_PDL", "1") != "0"
+
+
 def pdl_launch(t: torch.Tensor) -> dict:
     """The launch arguments for a kernel that starts with wait_for_inputs and runs on t's device."""
-    on = (t.device.type == "cuda" and os.environ.get("ZOO_PDL", "1") != "0"
+    on = (t.device.type == "cuda" and pdl_wanted()
           and os.environ.get("TRITON_INTERPRET", "0") != "1" and capability(t)[0] >= 9)
     return {"USE_PDL": True, "launch_pdl": True} if on else {"USE_PDL": False}

@@ -349,10 +349,9 @@ def test_segment_gluon_dispatch_rule(monkeypatch):
     assert not segment_gluon_fits(q[..., :32], k[..., :32], v[..., :32], 1)  # head dim 32
     monkeypatch.setenv("ZOO_SEGMENT_GLUON", "0")
     assert not segment_gluon_fits(q, k, v, 1)  # turned off
-    monkeypatch.setenv("ZOO_SEGMENT_GLUON", "1")
+    monkeypatch.delenv("ZOO_SEGMENT_GLUON")
     capability[0] = (8, 0)
     assert not segment_gluon_fits(q, k, v, 1)  # no wgmma before Hopper
-
 
 
 @settings(max_examples=12, deadline=None)
